@@ -1,0 +1,69 @@
+"""The lecture's baseline: a bigram language model on tiny Shakespeare (val loss about 2.5).
+
+Each character predicts the next from a lookup table alone. The data, batches, loss estimate and
+sampling are gpt.py's, so this file holds only what is new: the model and its training loop."""
+import sys
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+from gpt import GPTLanguageModel, UserError, estimate_loss, get_batch, load_data, tokenizer
+
+# hyperparameters
+batch_size = 32       # how many independent sequences are processed in parallel
+block_size = 8        # maximum context length for predictions
+max_iters = 3000      # training steps
+eval_interval = 300   # estimate the losses every this many steps
+learning_rate = 1e-2  # AdamW's learning rate
+eval_iters = 200      # batches averaged by each loss estimate
+device = 'cuda' if torch.cuda.is_available() else 'cpu'
+seed = 1337           # random seed
+
+
+class BigramLanguageModel(nn.Module):
+    """Reads the logits for the next token straight off a (vocab_size, vocab_size) table."""
+    block_size = 1  # the next token depends on the current one alone
+
+    def __init__(self, vocab_size):
+        super().__init__()
+        self.token_embedding_table = nn.Embedding(vocab_size, vocab_size)
+
+    def forward(self, idx, targets=None):
+        logits = self.token_embedding_table(idx)  # (B,T,vocab_size)
+        if targets is None:
+            return logits, None
+        B, T, C = logits.shape
+        loss = F.cross_entropy(logits.view(B * T, C), targets.view(B * T))
+        return logits, loss
+
+    generate = GPTLanguageModel.generate  # the same sampling loop, with the context cropped to 1 token
+
+
+def main(input_file='input.txt'):
+    """Train the bigram model, print the losses as it goes, then a 500-character sample."""
+    torch.manual_seed(seed)
+    chars, splits = load_data(input_file, block_size, fetch=input_file == 'input.txt')
+    model = BigramLanguageModel(len(chars)).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
+    for it in range(max_iters):
+        if it % eval_interval == 0 or it == max_iters - 1:
+            losses = estimate_loss(model, splits, eval_iters, batch_size, block_size, device)
+            print(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}", flush=True)
+        xb, yb = get_batch(splits['train'], batch_size, block_size, device)
+        logits, loss = model(xb, yb)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    _, decode = tokenizer(chars)
+    context = torch.zeros((1, 1), dtype=torch.long, device=device)
+    print(decode(model.generate(context, 500)[0].tolist()))
+    return losses
+
+
+if __name__ == '__main__':
+    try:
+        main()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,426 @@
+"""Let's build GPT: a character-level GPT trained on tiny Shakespeare, in the lecture's order.
+
+`python gpt.py` trains and then samples; `python gpt.py --sample --prompt="ROMEO:"` samples from
+the saved checkpoint. Every setting below can be changed on the command line: --name=value."""
+import argparse
+import contextlib
+import hashlib
+import math
+import os
+import re
+import sys
+import tempfile
+import time
+
+import requests
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+# hyperparameters: the lecture's values (10,788,929 parameters; val loss 1.48 on one GPU)
+batch_size = 64       # how many independent sequences are processed in parallel
+block_size = 256      # maximum context length for predictions
+max_iters = 5000      # training steps
+eval_interval = 500   # estimate the losses every this many steps
+learning_rate = 3e-4  # AdamW's learning rate
+warmup_iters = 0      # steps of linear learning-rate warmup
+lr_decay = False      # cosine-decay the learning rate to a tenth of it by max_iters
+eval_iters = 200      # batches averaged by each loss estimate
+n_embd = 384          # embedding dimension
+n_head = 6            # attention heads per block (head_size = n_embd // n_head)
+n_layer = 6           # transformer blocks
+dropout = 0.2         # dropout probability while training
+# The lecture's values need about a day on a CPU. On the CPU these are used instead:
+# a smaller model that trains and samples in about 5 minutes on 2 cores.
+cpu_settings = dict(batch_size=32, block_size=128, max_iters=2500, eval_interval=250,
+                    learning_rate=2e-3, warmup_iters=100, lr_decay=True, eval_iters=20,
+                    n_embd=128, n_head=4, n_layer=4, dropout=0.0, compile=False)
+# run settings
+settings = 'auto'     # 'lecture' or 'cpu' values above; 'auto': cpu on the CPU, else lecture
+device = 'auto'       # 'cuda', 'mps' or 'cpu'; 'auto' takes the first one available
+seed = 1337           # random seed: same seed and device, same losses and samples
+compile = True        # torch.compile the model (runs without it where that fails)
+flash = True          # attention through one fused kernel, F.scaled_dot_product_attention
+input_file = 'input.txt'  # training text (tiny Shakespeare is downloaded if this is missing)
+ckpt_path = 'ckpt.pt'     # where the model with the best val loss is saved
+sample = False            # only sample from the checkpoint, no training
+prompt = ''               # text the sample continues
+max_new_tokens = 500      # characters to print after training, or with --sample
+
+DATA_URL = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
+DATA_SHA256 = '86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed'
+
+
+class UserError(Exception):
+    """A mistake in the input or settings: printed as one line, exit code 1."""
+
+
+def save_atomic(path, write):
+    """Write a file through a temporary file and a rename, so it is never left half-written."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix='.tmp-')
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        os.remove(tmp)
+        raise
+
+
+# ----------------------------------------------------------------------------- data
+def download(path):
+    """Download tiny Shakespeare to path, check its SHA-256, and write it atomically."""
+    url = DATA_URL
+    print(f"downloading {url} to {path}")
+    try:
+        r = requests.get(url, timeout=30)
+        r.raise_for_status()
+    except requests.RequestException as e:
+        raise UserError(f"could not download {url} ({type(e).__name__}); offline? "
+                        f"Download that file by hand and save it as {path}") from None
+    if hashlib.sha256(r.content).hexdigest() != DATA_SHA256:
+        raise UserError(f"the file from {url} has the wrong SHA-256, so it was not saved; try again, "
+                        f"or download it by hand and save it as {path}")
+    save_atomic(path, lambda f: f.write(r.content))
+
+
+def load_data(path, block_size, fetch=False):
+    """Read the text (downloading it first if fetch and missing), encode it and split it 90/10."""
+    if not os.path.exists(path):
+        if not fetch:
+            raise UserError(f"no such file: {path}")
+        download(path)
+    try:
+        with open(path, encoding='utf-8') as f:
+            text = f.read()
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path} is not UTF-8 text (bad byte at offset {e.start}): save it as UTF-8") from None
+    if not text:
+        raise UserError(f"{path} is empty: train on a file with some text in it")
+    chars = sorted(set(text))  # the vocabulary: every character that occurs in the text
+    encode, _ = tokenizer(chars)
+    data = torch.tensor(encode(text), dtype=torch.long)
+    n = int(0.9 * len(data))  # first 90% train, rest val
+    if min(n, len(data) - n) <= block_size:
+        raise UserError(f"{path} has {len(text)} characters, too few for block_size {block_size}: each split "
+                        f"(90% train, 10% val) needs more than {block_size}; use more text or a smaller --block_size")
+    return chars, {'train': data[:n], 'val': data[n:]}
+
+
+def tokenizer(chars):
+    """The character tokenizer: encode a string to a list of integers, decode the list back."""
+    stoi = {ch: i for i, ch in enumerate(chars)}
+    return (lambda s: [stoi[c] for c in s]), (lambda ids: ''.join(chars[i] for i in ids))
+
+
+def get_batch(data, batch_size, block_size, device, generator=None):
+    """A batch of random chunks: inputs x and targets y, which are x shifted by one."""
+    ix = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
+    x = torch.stack([data[i:i + block_size] for i in ix])          # (B,T)
+    y = torch.stack([data[i + 1:i + block_size + 1] for i in ix])  # (B,T)
+    if device == 'cuda':  # pinned memory lets the copy to the GPU overlap with compute
+        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+    return x.to(device), y.to(device)
+
+
+def autocast(device):
+    """bfloat16 mixed precision on CUDA; full float32 elsewhere."""
+    return torch.autocast('cuda', dtype=torch.bfloat16) if device == 'cuda' else contextlib.nullcontext()
+
+
+@torch.no_grad()
+def estimate_loss(model, splits, eval_iters, batch_size, block_size, device):
+    """Mean loss over eval_iters batches per split, dropout off; the same batches at every call."""
+    model.eval()
+    out = {}
+    for split, data in splits.items():
+        g = torch.Generator().manual_seed(0)  # fixed batches: estimates compare across steps and runs
+        losses = torch.zeros(eval_iters, device=device)
+        for k in range(eval_iters):
+            X, Y = get_batch(data, batch_size, block_size, device, g)
+            with autocast(device):
+                losses[k] = model(X, Y)[1]
+        out[split] = losses.mean().item()
+    model.train()
+    return out
+
+
+# ----------------------------------------------------------------------------- model
+class Head(nn.Module):
+    """One head of causal self-attention."""
+    def __init__(self, n_embd, head_size, block_size, dropout, flash=False):
+        super().__init__()
+        self.key = nn.Linear(n_embd, head_size, bias=False)
+        self.query = nn.Linear(n_embd, head_size, bias=False)
+        self.value = nn.Linear(n_embd, head_size, bias=False)
+        self.register_buffer('tril', torch.tril(torch.ones(block_size, block_size)), persistent=False)
+        self.dropout = nn.Dropout(dropout)
+        self.flash = flash
+
+    def forward(self, x):
+        B, T, C = x.shape
+        k, q, v = self.key(x), self.query(x), self.value(x)  # (B,T,hs) each
+        if self.flash:  # exactly the math below, fused into one kernel (tests check they agree)
+            p = self.dropout.p if self.training else 0.0
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+        # affinities, scaled by 1/sqrt(head_size) so softmax stays diffuse at initialisation
+        wei = q @ k.transpose(-2, -1) * k.shape[-1] ** -0.5  # (B,T,hs) @ (B,hs,T) -> (B,T,T)
+        wei = wei.masked_fill(self.tril[:T, :T] == 0, float('-inf'))  # no looking at the future
+        wei = F.softmax(wei, dim=-1)  # (B,T,T)
+        wei = self.dropout(wei)
+        return wei @ v  # (B,T,T) @ (B,T,hs) -> (B,T,hs)
+
+
+class MultiHeadAttention(nn.Module):
+    """Several heads of self-attention in parallel, concatenated and projected."""
+    def __init__(self, n_embd, n_head, block_size, dropout, flash=False):
+        super().__init__()
+        head_size = n_embd // n_head
+        self.heads = nn.ModuleList([Head(n_embd, head_size, block_size, dropout, flash) for _ in range(n_head)])
+        self.proj = nn.Linear(head_size * n_head, n_embd)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x):
+        out = torch.cat([h(x) for h in self.heads], dim=-1)  # (B,T,C)
+        return self.dropout(self.proj(out))
+
+
+class FeedForward(nn.Module):
+    """A per-token MLP: expand 4x, ReLU, project back."""
+    def __init__(self, n_embd, dropout):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(n_embd, 4 * n_embd), nn.ReLU(),
+                                 nn.Linear(4 * n_embd, n_embd), nn.Dropout(dropout))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class Block(nn.Module):
+    """Transformer block: communication (attention) then computation (MLP), pre-LayerNorm, residual."""
+    def __init__(self, n_embd, n_head, block_size, dropout, flash=False):
+        super().__init__()
+        self.sa = MultiHeadAttention(n_embd, n_head, block_size, dropout, flash)
+        self.ffwd = FeedForward(n_embd, dropout)
+        self.ln1 = nn.LayerNorm(n_embd)
+        self.ln2 = nn.LayerNorm(n_embd)
+
+    def forward(self, x):
+        x = x + self.sa(self.ln1(x))
+        x = x + self.ffwd(self.ln2(x))
+        return x
+
+
+class GPTLanguageModel(nn.Module):
+    """Token and position embeddings, a stack of blocks, a final LayerNorm and the lm_head."""
+    def __init__(self, vocab_size, n_embd=n_embd, n_head=n_head, n_layer=n_layer, block_size=block_size,
+                 dropout=dropout, flash=False):
+        super().__init__()
+        self.block_size = block_size
+        self.token_embedding_table = nn.Embedding(vocab_size, n_embd)
+        self.position_embedding_table = nn.Embedding(block_size, n_embd)
+        self.blocks = nn.Sequential(*[Block(n_embd, n_head, block_size, dropout, flash) for _ in range(n_layer)])
+        self.ln_f = nn.LayerNorm(n_embd)
+        self.lm_head = nn.Linear(n_embd, vocab_size)
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module):
+        """Small normal weights (std 0.02) and zero biases, as in nanoGPT."""
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def forward(self, idx, targets=None):
+        B, T = idx.shape
+        tok_emb = self.token_embedding_table(idx)  # (B,T,C)
+        pos_emb = self.position_embedding_table(torch.arange(T, device=idx.device))  # (T,C)
+        x = tok_emb + pos_emb  # (B,T,C)
+        x = self.blocks(x)     # (B,T,C)
+        x = self.ln_f(x)       # (B,T,C)
+        logits = self.lm_head(x)  # (B,T,vocab_size)
+        if targets is None:
+            return logits, None
+        loss = F.cross_entropy(logits.view(B * T, -1), targets.view(B * T))
+        return logits, loss
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens):
+        """Extend idx (B,T) by max_new_tokens sampled tokens, in eval mode (dropout off)."""
+        was_training = self.training
+        self.eval()
+        for _ in range(max_new_tokens):
+            logits, _ = self(idx[:, -self.block_size:])  # crop the context to the last block_size tokens
+            probs = F.softmax(logits[:, -1, :], dim=-1)  # (B,vocab_size) for the last time step
+            idx = torch.cat((idx, torch.multinomial(probs, num_samples=1)), dim=1)  # (B,T+1)
+        self.train(was_training)
+        return idx
+
+
+# ----------------------------------------------------------------------------- training
+def get_lr(it, cfg):
+    """Linear warmup for warmup_iters steps, then constant, or cosine decay to a tenth if lr_decay."""
+    if it < cfg.warmup_iters:
+        return cfg.learning_rate * (it + 1) / cfg.warmup_iters
+    progress = (it - cfg.warmup_iters) / max(1, cfg.max_iters - cfg.warmup_iters) if cfg.lr_decay else 0
+    return cfg.learning_rate * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
+
+
+def try_compile(model, batch, device):
+    """torch.compile(model), tried on one batch: where compiling fails, plain PyTorch runs instead."""
+    try:
+        fast = torch.compile(model)
+        with autocast(device):
+            fast(*batch)
+        return fast
+    except Exception as e:
+        print(f"torch.compile failed ({type(e).__name__}); training without it (--compile=False skips trying)")
+        return model
+
+
+def save_checkpoint(path, model, chars, cfg, step, val_loss):
+    """Save weights, model sizes, vocabulary, settings, step and val loss, atomically."""
+    sizes = {k: getattr(cfg, k) for k in ('n_embd', 'n_head', 'n_layer', 'block_size', 'dropout')}
+    ckpt = dict(model=model.state_dict(), sizes=sizes, chars=chars, config=vars(cfg), step=step, val_loss=val_loss)
+    save_atomic(path, lambda f: torch.save(ckpt, f))
+
+
+def load_checkpoint(path, device, flash):
+    """The model and the checkpoint saved at path, or a clear error."""
+    if not os.path.exists(path):
+        raise UserError(f"no checkpoint at {path}: train one first with `python gpt.py`, or set --ckpt_path")
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+        model = GPTLanguageModel(len(ckpt['chars']), **ckpt['sizes'], flash=flash)
+        model.load_state_dict(ckpt['model'])
+    except Exception as e:
+        raise UserError(f"{path} is not a checkpoint this gpt.py can load ({type(e).__name__}): train a new one")
+    return model.to(device), ckpt
+
+
+def peak_memory(device):
+    """Peak memory: allocated on the GPU with CUDA, else the process's peak resident set."""
+    if device == 'cuda':
+        return f"{torch.cuda.max_memory_allocated() / 2**20:,.0f} MiB on the GPU"
+    import resource  # not on Windows
+    return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == 'darwin' else 2**10):,.0f} MiB RSS"
+
+
+def train(cfg):
+    """Train a GPT on cfg.input_file, keeping the model with the best val loss at cfg.ckpt_path."""
+    chars, splits = load_data(cfg.input_file, cfg.block_size, fetch=cfg.input_file == input_file)
+    model = GPTLanguageModel(len(chars), cfg.n_embd, cfg.n_head, cfg.n_layer, cfg.block_size, cfg.dropout, cfg.flash)
+    model.to(cfg.device)
+    print(f"{sum(p.numel() for p in model.parameters()):,} parameters; {len(chars)} characters in the vocabulary")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, fused=cfg.device == 'cuda')
+    batch = lambda: get_batch(splits['train'], cfg.batch_size, cfg.block_size, cfg.device)
+    fast = try_compile(model, batch(), cfg.device) if cfg.compile else model
+    evaluate = lambda: estimate_loss(fast, splits, cfg.eval_iters, cfg.batch_size, cfg.block_size, cfg.device)
+    best, it, tokens, eval_s, start = float('inf'), 0, 0, 0.0, time.time()
+    tick = start
+    try:
+        for it in range(cfg.max_iters):
+            if it % cfg.eval_interval == 0 or it == cfg.max_iters - 1:  # every once in a while: the losses
+                torch.cuda.synchronize() if cfg.device == 'cuda' else None  # the GPU has done the steps queued
+                t = time.time()
+                speed = f", {tokens / (t - tick):,.0f} tokens/s" if tokens else ""
+                losses = evaluate()
+                if not all(map(math.isfinite, losses.values())):
+                    raise UserError(f"the loss became {losses['train']} by step {it}: training diverged; "
+                                    "try a smaller --learning_rate")
+                if losses['val'] < best:
+                    best = losses['val']
+                    save_checkpoint(cfg.ckpt_path, model, chars, cfg, it, best)
+                print(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}, "
+                      f"{time.time() - start:.1f}s{speed}", flush=True)
+                tokens, tick = 0, time.time()
+                eval_s += tick - t
+            for group in optimizer.param_groups:
+                group['lr'] = get_lr(it, cfg)
+            xb, yb = batch()
+            with autocast(cfg.device):
+                logits, loss = fast(xb, yb)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            tokens += xb.numel()
+    except KeyboardInterrupt:  # Ctrl-C: keep the progress so far, then stop
+        val = evaluate()['val']
+        if val < best:
+            best = val
+            save_checkpoint(cfg.ckpt_path, model, chars, cfg, it, best)
+        print(f"\ninterrupted at step {it}: {cfg.ckpt_path} holds the best model so far (val loss {best:.4f}); "
+              "sample from it with `python gpt.py --sample`")
+        raise SystemExit(130)
+    total = time.time() - start
+    print(f"trained in {total:.1f}s ({eval_s / total:.0%} of it evaluating); peak memory {peak_memory(cfg.device)}; "
+          f"best val loss {best:.4f}, saved to {cfg.ckpt_path}")
+
+
+# ----------------------------------------------------------------------------- command line and sampling
+def to_bool(s):
+    """True or False from the command line (also 1/0, yes/no, on/off)."""
+    for value, words in ((True, ('true', '1', 'yes', 'on')), (False, ('false', '0', 'no', 'off'))):
+        if s.lower() in words:
+            return value
+    raise argparse.ArgumentTypeError(f"expected True or False, not {s!r}")
+
+
+def parse_config(argv=None):
+    """The settings at the top, the CPU values if chosen, then --name=value from the command line."""
+    with open(__file__, encoding='utf-8') as f:  # each `name = value  # comment` line up there is a setting
+        comments = dict(re.findall(r'^(\w+) += [^#\n]+# (.+)$', f.read(), re.M))
+    defaults = {name: globals()[name] for name in comments}
+    p = argparse.ArgumentParser(description=__doc__, allow_abbrev=False)
+    for name, value in defaults.items():
+        cpu = f', CPU: {cpu_settings[name]!r}' if name in cpu_settings else ''
+        kind = dict(type=to_bool, nargs='?', const=True) if isinstance(value, bool) else dict(type=type(value))
+        p.add_argument(f'--{name}', metavar=type(value).__name__, help=f'{comments[name]} (default: {value!r}{cpu})', **kind)
+    given = {k: v for k, v in vars(p.parse_args(argv)).items() if v is not None}
+    available = {'cuda': torch.cuda.is_available(), 'mps': torch.backends.mps.is_available(), 'cpu': True}
+    dev = given.get('device', device)
+    dev = next(d for d, ok in available.items() if ok) if dev == 'auto' else dev
+    if not available.get(dev):
+        p.error(f"device {dev!r} is not available here: use --device=auto or --device=cpu")
+    chosen = given.get('settings', settings)
+    chosen = ('cpu' if dev == 'cpu' else 'lecture') if chosen == 'auto' else chosen
+    if chosen not in ('lecture', 'cpu'):
+        p.error(f"--settings must be auto, lecture or cpu, not {chosen!r}")
+    cfg = argparse.Namespace(**{**defaults, **(cpu_settings if chosen == 'cpu' else {}), **given,
+                                'device': dev, 'settings': chosen})
+    if cfg.n_embd % cfg.n_head:
+        p.error(f"n_embd ({cfg.n_embd}) must be divisible by n_head ({cfg.n_head}): each head gets n_embd // n_head")
+    return cfg
+
+
+def main(argv=None):
+    """Train (unless --sample), then sample from the best checkpoint."""
+    cfg = parse_config(argv)
+    print(f"device: {cfg.device} (choose with --device=cuda, mps or cpu)")
+    torch.manual_seed(cfg.seed)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # TF32 matmuls on CUDA
+    if not cfg.sample:
+        print("settings: cpu, a smaller model that trains and samples in about 5 minutes on 2 cores; --settings=lecture "
+              "for the lecture's (about a day on a CPU)" if cfg.settings == 'cpu' else
+              "settings: the lecture's; --settings=cpu for the small ones that take about 5 minutes on a CPU")
+        train(cfg)
+    model, ckpt = load_checkpoint(cfg.ckpt_path, cfg.device, cfg.flash)
+    encode, decode = tokenizer(ckpt['chars'])
+    unknown = sorted(set(cfg.prompt) - set(ckpt['chars']))
+    if unknown:
+        raise UserError(f"the prompt has characters the model never saw: {''.join(unknown)!r}; leave them out")
+    print(f"sampling from {cfg.ckpt_path} (step {ckpt['step']}, val loss {ckpt['val_loss']:.4f}):")
+    context = torch.tensor([encode(cfg.prompt) or [0]], device=cfg.device)  # no prompt: start from token 0
+    print(decode(model.generate(context, cfg.max_new_tokens)[0].tolist()))
+    if not cfg.sample:  # as in the lecture: 10,000 more characters to a file
+        more = decode(model.generate(context, 10000)[0].tolist())
+        save_atomic('more.txt', lambda f: f.write(more.encode('utf-8')))
+        print("wrote 10,000 more characters to more.txt")
+
+
+if __name__ == '__main__':
+    try:
+        main()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,158 @@
+"""gpt.py end to end, as a learner runs it: subprocesses in a temporary folder."""
+import re
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import gpt
+from conftest import ROOT, TINY, assert_user_error, run_script
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory, data_path):
+    """One tiny training run, shared by the tests that read what it wrote."""
+    cwd = tmp_path_factory.mktemp('run')
+    result = run_script('gpt.py', *TINY, f'--input_file={data_path}', cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    return cwd, result
+
+
+def test_a_run_prints_losses_and_a_sample_and_writes_more_txt_and_ckpt(trained):
+    cwd, result = trained
+    out = result.stdout
+    assert out.startswith('device: cpu')
+    assert 'settings: cpu' in out and '--settings=lecture' in out
+    steps = re.findall(r'^step (\d+): train loss ([\d.]+), val loss ([\d.]+), [\d.]+s', out, re.M)
+    assert [s[0] for s in steps] == ['0', '10', '19']
+    assert float(steps[-1][2]) < float(steps[0][2])  # it learned something
+    assert re.search(r'^step 10: .* [\d,]+ tokens/s$', out, re.M)
+    assert re.search(r'peak memory [\d,]+ MiB RSS', out)
+    sample = out.split('val loss', 3)[-1].split('):\n', 1)[1].split('\nwrote 10,000')[0]
+    assert len(sample) == 51  # the start token and 50 sampled characters
+    assert len((cwd / 'more.txt').read_text(encoding='utf-8')) == 10_001
+    ckpt = torch.load(cwd / 'ckpt.pt', weights_only=True)
+    assert ckpt['step'] == 19 and ckpt['val_loss'] == pytest.approx(float(steps[-1][2]), abs=1e-4)
+    assert len(ckpt['chars']) == 65 and ckpt['config']['n_embd'] == 32 and ckpt['sizes']['n_layer'] == 1
+    assert {f.name for f in cwd.iterdir()} == {'ckpt.pt', 'more.txt'}  # no temporary files left
+
+
+def test_sample_continues_the_prompt_from_the_checkpoint(trained):
+    cwd, _ = trained
+    result = run_script('gpt.py', '--sample', '--prompt=ROMEO:', '--max_new_tokens=40', '--device=cpu', cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    sample = result.stdout.split('):\n', 1)[1].rstrip('\n')
+    assert sample.startswith('ROMEO:') and len(sample) == len('ROMEO:') + 40
+    assert 'train loss' not in result.stdout  # no training
+
+
+def test_same_seed_same_losses_and_same_sample(trained, data_path, tmp_path):
+    _, first = trained
+    again = run_script('gpt.py', *TINY, f'--input_file={data_path}', cwd=tmp_path)
+    strip = lambda s: re.sub(r'[\d.,]+s\b|[\d,]+ tokens/s|[\d,]+ MiB|\(\d+%', '', s)  # times vary
+    assert strip(again.stdout) == strip(first.stdout)
+    assert (tmp_path / 'more.txt').read_text() == (trained[0] / 'more.txt').read_text()
+    other = run_script('gpt.py', *TINY, '--seed=7', f'--input_file={data_path}', cwd=tmp_path)
+    assert strip(other.stdout) != strip(first.stdout)
+
+
+def test_help_lists_every_setting_with_its_values():
+    result = run_script('gpt.py', '--help', cwd=ROOT)
+    assert result.returncode == 0
+    for name in ('batch_size', 'block_size', 'n_embd', 'learning_rate', 'device', 'settings', 'compile',
+                 'input_file', 'ckpt_path', 'sample', 'prompt', 'max_new_tokens'):
+        assert f'--{name}' in result.stdout
+    assert 'default: 384, CPU: ' in result.stdout.replace('\n', ' ').replace('  ', ' ') or 'CPU:' in result.stdout
+
+
+def test_settings_sets_and_overrides():
+    cpu = gpt.parse_config(['--device=cpu'])
+    assert cpu.settings == 'cpu' and all(getattr(cpu, k) == v for k, v in gpt.cpu_settings.items())
+    lecture = gpt.parse_config(['--device=cpu', '--settings=lecture'])
+    assert (lecture.n_embd, lecture.block_size, lecture.max_iters, lecture.dropout) == (384, 256, 5000, 0.2)
+    mixed = gpt.parse_config(['--device=cpu', '--settings=lecture', '--n_layer=2', '--dropout=0'])
+    assert (mixed.n_layer, mixed.dropout, mixed.n_embd) == (2, 0.0, 384)  # explicit values win over both
+    assert gpt.parse_config(['--device=cpu', '--n_embd=64', '--n_head=4']).n_embd == 64
+    assert gpt.parse_config(['--device=cpu', '--compile=False']).compile is False
+
+
+@pytest.mark.parametrize('args, words', [
+    (['--no_such_setting=1'], ['unrecognized', '--no_such_setting']),
+    (['--max_iters=many'], ['--max_iters', 'invalid int']),
+    (['--compile=maybe'], ['--compile', 'True or False']),
+    (['--n_embd=100', '--n_head=6'], ['n_embd (100)', 'n_head (6)']),
+    (['--settings=fast'], ['--settings']),
+    (['--device=tpu'], ['tpu']),
+])
+def test_bad_settings_exit_2(args, words, tmp_path):
+    result = run_script('gpt.py', *args, cwd=tmp_path)
+    assert_user_error(result, 2, *words)
+
+
+def test_an_unavailable_device_is_refused(tmp_path):
+    if torch.cuda.is_available():
+        pytest.fail('this test expects a machine without CUDA, like CI')
+    assert_user_error(run_script('gpt.py', '--device=cuda', cwd=tmp_path), 2, "'cuda' is not available")
+
+
+@pytest.mark.parametrize('content, words', [
+    (b'', ['is empty']),
+    (b'To be, or not to be: that is the question.\n' * 3, ['too few', 'block_size 16']),
+    ('Ünïcödé text '.encode('latin-1') * 100, ['not UTF-8']),
+])
+def test_bad_input_files_fail_clearly(content, words, tmp_path):
+    (tmp_path / 'my.txt').write_bytes(content)
+    result = run_script('gpt.py', *TINY, '--input_file=my.txt', cwd=tmp_path)
+    assert_user_error(result, 1, 'my.txt', *words)
+    assert not (tmp_path / 'ckpt.pt').exists()
+
+
+def test_training_on_your_own_text_and_a_missing_file(tmp_path):
+    mine = 'Ünïcödé is fine: ' + 'the quick brown fox jumps over the lazy dog. ' * 40
+    (tmp_path / 'mine.txt').write_text(mine, encoding='utf-8')
+    result = run_script('gpt.py', *TINY, '--input_file=mine.txt', '--prompt=Ü', cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f'parameters; {len(set(mine))} characters in the vocabulary' in result.stdout
+    assert (tmp_path / 'more.txt').read_text(encoding='utf-8').startswith('Ü')
+    assert_user_error(run_script('gpt.py', *TINY, '--input_file=nope.txt', cwd=tmp_path), 1, 'no such file', 'nope.txt')
+
+
+def test_sample_errors(trained, tmp_path):
+    cwd, _ = trained
+    assert_user_error(run_script('gpt.py', '--sample', '--device=cpu', cwd=tmp_path), 1, 'no checkpoint', 'ckpt.pt')
+    (tmp_path / 'ckpt.pt').write_bytes(b'not a checkpoint')
+    assert_user_error(run_script('gpt.py', '--sample', '--device=cpu', cwd=tmp_path), 1, 'ckpt.pt', 'train a new one')
+    result = run_script('gpt.py', '--sample', '--prompt=ROMEO: ☃ ~', '--device=cpu', cwd=cwd)
+    assert_user_error(result, 1, 'never saw', '☃', '~')
+
+
+def test_a_diverging_run_stops_with_a_clear_message(data_path, tmp_path):
+    result = run_script('gpt.py', *TINY, '--learning_rate=1e30', f'--input_file={data_path}', cwd=tmp_path)
+    assert_user_error(result, 1, 'diverged', '--learning_rate')
+
+
+def test_ctrl_c_saves_the_progress_and_exits_cleanly(data_path, tmp_path):
+    args = [a for a in TINY if not a.startswith('--max_iters')] + ['--max_iters=1000000', '--eval_interval=50']
+    proc = subprocess.Popen([sys.executable, str(ROOT / 'gpt.py'), *args, f'--input_file={data_path}'],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.startswith('step 100:'):
+            break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and 'Traceback' not in err, err
+    assert 'interrupted at step' in out and 'holds the best model so far' in out
+    ckpt = torch.load(tmp_path / 'ckpt.pt', weights_only=True)
+    assert ckpt['step'] >= 100
+    assert not (tmp_path / 'more.txt').exists()
+    result = run_script('gpt.py', '--sample', '--max_new_tokens=10', '--device=cpu', cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+
+
+def test_importing_gpt_has_no_side_effects(tmp_path):
+    result = subprocess.run([sys.executable, '-c', 'import gpt'], cwd=tmp_path, capture_output=True, text=True,
+                            env={'PYTHONPATH': str(ROOT), 'PATH': ''})
+    assert result.returncode == 0 and result.stdout == '' and result.stderr == ''
+    assert list(tmp_path.iterdir()) == []

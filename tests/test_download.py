@@ -1,0 +1,81 @@
+"""The real download code, against an HTTP server on 127.0.0.1 (never the internet)."""
+import hashlib
+import http.server
+import os
+import socket
+import threading
+
+import pytest
+
+import gpt
+from conftest import assert_user_error, run_script
+
+BODY = "First Citizen:\nBefore we proceed any further, hear me speak.\n" * 200
+
+
+@pytest.fixture
+def server():
+    """Serve BODY at /input.txt from a thread; yields the URL."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path != '/input.txt':
+                self.send_error(404)
+                return
+            body = BODY.encode()
+            self.send_response(200)
+            self.send_header('Content-Length', str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.HTTPServer(('127.0.0.1', 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f'http://127.0.0.1:{httpd.server_port}/input.txt'
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def test_download_success_writes_the_checked_file(server, tmp_path, monkeypatch):
+    monkeypatch.setattr(gpt, 'DATA_URL', server)
+    monkeypatch.setattr(gpt, 'DATA_SHA256', hashlib.sha256(BODY.encode()).hexdigest())
+    path = tmp_path / 'input.txt'
+    chars, splits = gpt.load_data(str(path), 8, fetch=True)  # missing default file: downloaded
+    assert path.read_text(encoding='utf-8') == BODY
+    assert chars == sorted(set(BODY)) and len(splits['train']) + len(splits['val']) == len(BODY)
+    assert os.listdir(tmp_path) == ['input.txt']  # no temporary file left behind
+
+
+def test_checksum_mismatch_is_an_error_and_leaves_no_file(server, tmp_path, monkeypatch):
+    monkeypatch.setattr(gpt, 'DATA_URL', server)  # the real checksum of tiny Shakespeare won't match BODY
+    path = tmp_path / 'input.txt'
+    with pytest.raises(gpt.UserError, match='wrong SHA-256'):
+        gpt.download(str(path))
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize('url', ['http://127.0.0.1:{port}/input.txt', '{server}/missing'])
+def test_server_down_or_404_is_a_clear_error(server, tmp_path, monkeypatch, url):
+    url = url.format(port=free_port(), server=server.rsplit('/', 1)[0])
+    monkeypatch.setattr(gpt, 'DATA_URL', url)
+    with pytest.raises(gpt.UserError) as e:
+        gpt.download(str(tmp_path / 'input.txt'))
+    assert url in str(e.value) and 'by hand' in str(e.value)
+    assert os.listdir(tmp_path) == []
+
+
+def test_offline_first_run_says_what_to_do(tmp_path):
+    """`python gpt.py` with no input.txt and no network: one clear message, exit 1, no input.txt."""
+    env = dict(os.environ, HTTPS_PROXY=f'http://127.0.0.1:{free_port()}', https_proxy='', NO_PROXY='', no_proxy='')
+    env['https_proxy'] = env['HTTPS_PROXY']  # every request goes to a closed port on this machine
+    result = run_script('gpt.py', '--device=cpu', cwd=tmp_path, env=env)
+    assert_user_error(result, 1, gpt.DATA_URL, 'by hand', 'input.txt')
+    assert not (tmp_path / 'input.txt').exists() and os.listdir(tmp_path) == []
