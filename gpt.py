@@ -32,9 +32,9 @@ n_layer = 6           # transformer blocks
 dropout = 0.2         # dropout probability while training
 # The lecture's values need about a day on a CPU. On the CPU these are used instead:
 # a smaller model that trains and samples in about 5 minutes on 2 cores.
-cpu_settings = dict(batch_size=32, block_size=128, max_iters=2500, eval_interval=250,
-                    learning_rate=2e-3, warmup_iters=100, lr_decay=True, eval_iters=20,
-                    n_embd=128, n_head=4, n_layer=4, dropout=0.0, compile=False)
+cpu_settings = dict(batch_size=16, block_size=64, max_iters=4000, eval_interval=250, learning_rate=3e-3,
+                    warmup_iters=50, lr_decay=True, eval_iters=20, n_embd=128, n_head=4, n_layer=4,
+                    dropout=0.0, compile=False)
 # run settings
 settings = 'auto'     # 'lecture' or 'cpu' values above; 'auto': cpu on the CPU, else lecture
 device = 'auto'       # 'cuda', 'mps' or 'cpu'; 'auto' takes the first one available
@@ -50,10 +50,8 @@ max_new_tokens = 500      # characters to print after training, or with --sample
 DATA_URL = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
 DATA_SHA256 = '86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed'
 
-
 class UserError(Exception):
     """A mistake in the input or settings: printed as one line, exit code 1."""
-
 
 def save_atomic(path, write):
     """Write a file through a temporary file and a rename, so it is never left half-written."""
@@ -65,7 +63,6 @@ def save_atomic(path, write):
     except BaseException:
         os.remove(tmp)
         raise
-
 
 # ----------------------------------------------------------------------------- data
 def download(path):
@@ -82,7 +79,6 @@ def download(path):
         raise UserError(f"the file from {url} has the wrong SHA-256, so it was not saved; try again, "
                         f"or download it by hand and save it as {path}")
     save_atomic(path, lambda f: f.write(r.content))
-
 
 def load_data(path, block_size, fetch=False):
     """Read the text (downloading it first if fetch and missing), encode it and split it 90/10."""
@@ -106,12 +102,10 @@ def load_data(path, block_size, fetch=False):
                         f"(90% train, 10% val) needs more than {block_size}; use more text or a smaller --block_size")
     return chars, {'train': data[:n], 'val': data[n:]}
 
-
 def tokenizer(chars):
     """The character tokenizer: encode a string to a list of integers, decode the list back."""
     stoi = {ch: i for i, ch in enumerate(chars)}
     return (lambda s: [stoi[c] for c in s]), (lambda ids: ''.join(chars[i] for i in ids))
-
 
 def get_batch(data, batch_size, block_size, device, generator=None):
     """A batch of random chunks: inputs x and targets y, which are x shifted by one."""
@@ -122,11 +116,12 @@ def get_batch(data, batch_size, block_size, device, generator=None):
         return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
     return x.to(device), y.to(device)
 
-
 def autocast(device):
-    """bfloat16 mixed precision on CUDA; full float32 elsewhere."""
-    return torch.autocast('cuda', dtype=torch.bfloat16) if device == 'cuda' else contextlib.nullcontext()
-
+    """bfloat16 mixed precision where the hardware has it (CUDA, CPUs with AVX512-BF16), else float32."""
+    native_bf16 = getattr(torch.cpu, '_is_avx512_bf16_supported', lambda: False)()
+    if device == 'cuda' or (device == 'cpu' and native_bf16):
+        return torch.autocast(device, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 @torch.no_grad()
 def estimate_loss(model, splits, eval_iters, batch_size, block_size, device):
@@ -143,7 +138,6 @@ def estimate_loss(model, splits, eval_iters, batch_size, block_size, device):
         out[split] = losses.mean().item()
     model.train()
     return out
-
 
 # ----------------------------------------------------------------------------- model
 class Head(nn.Module):
@@ -170,7 +164,6 @@ class Head(nn.Module):
         wei = self.dropout(wei)
         return wei @ v  # (B,T,T) @ (B,T,hs) -> (B,T,hs)
 
-
 class MultiHeadAttention(nn.Module):
     """Several heads of self-attention in parallel, concatenated and projected."""
     def __init__(self, n_embd, n_head, block_size, dropout, flash=False):
@@ -184,7 +177,6 @@ class MultiHeadAttention(nn.Module):
         out = torch.cat([h(x) for h in self.heads], dim=-1)  # (B,T,C)
         return self.dropout(self.proj(out))
 
-
 class FeedForward(nn.Module):
     """A per-token MLP: expand 4x, ReLU, project back."""
     def __init__(self, n_embd, dropout):
@@ -194,7 +186,6 @@ class FeedForward(nn.Module):
 
     def forward(self, x):
         return self.net(x)
-
 
 class Block(nn.Module):
     """Transformer block: communication (attention) then computation (MLP), pre-LayerNorm, residual."""
@@ -209,7 +200,6 @@ class Block(nn.Module):
         x = x + self.sa(self.ln1(x))
         x = x + self.ffwd(self.ln2(x))
         return x
-
 
 class GPTLanguageModel(nn.Module):
     """Token and position embeddings, a stack of blocks, a final LayerNorm and the lm_head."""
@@ -256,7 +246,6 @@ class GPTLanguageModel(nn.Module):
         self.train(was_training)
         return idx
 
-
 # ----------------------------------------------------------------------------- training
 def get_lr(it, cfg):
     """Linear warmup for warmup_iters steps, then constant, or cosine decay to a tenth if lr_decay."""
@@ -264,7 +253,6 @@ def get_lr(it, cfg):
         return cfg.learning_rate * (it + 1) / cfg.warmup_iters
     progress = (it - cfg.warmup_iters) / max(1, cfg.max_iters - cfg.warmup_iters) if cfg.lr_decay else 0
     return cfg.learning_rate * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
-
 
 def try_compile(model, batch, device):
     """torch.compile(model), tried on one batch: where compiling fails, plain PyTorch runs instead."""
@@ -277,13 +265,11 @@ def try_compile(model, batch, device):
         print(f"torch.compile failed ({type(e).__name__}); training without it (--compile=False skips trying)")
         return model
 
-
 def save_checkpoint(path, model, chars, cfg, step, val_loss):
     """Save weights, model sizes, vocabulary, settings, step and val loss, atomically."""
     sizes = {k: getattr(cfg, k) for k in ('n_embd', 'n_head', 'n_layer', 'block_size', 'dropout')}
     ckpt = dict(model=model.state_dict(), sizes=sizes, chars=chars, config=vars(cfg), step=step, val_loss=val_loss)
     save_atomic(path, lambda f: torch.save(ckpt, f))
-
 
 def load_checkpoint(path, device, flash):
     """The model and the checkpoint saved at path, or a clear error."""
@@ -297,14 +283,13 @@ def load_checkpoint(path, device, flash):
         raise UserError(f"{path} is not a checkpoint this gpt.py can load ({type(e).__name__}): train a new one")
     return model.to(device), ckpt
 
-
 def peak_memory(device):
     """Peak memory: allocated on the GPU with CUDA, else the process's peak resident set."""
     if device == 'cuda':
         return f"{torch.cuda.max_memory_allocated() / 2**20:,.0f} MiB on the GPU"
-    import resource  # not on Windows
-    return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == 'darwin' else 2**10):,.0f} MiB RSS"
-
+    import resource  # Linux and macOS
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform == 'darwin' else 1)
+    return f"{kib / 1024:,.0f} MiB RSS"
 
 def train(cfg):
     """Train a GPT on cfg.input_file, keeping the model with the best val loss at cfg.ckpt_path."""
@@ -316,12 +301,13 @@ def train(cfg):
     batch = lambda: get_batch(splits['train'], cfg.batch_size, cfg.block_size, cfg.device)
     fast = try_compile(model, batch(), cfg.device) if cfg.compile else model
     evaluate = lambda: estimate_loss(fast, splits, cfg.eval_iters, cfg.batch_size, cfg.block_size, cfg.device)
-    best, it, tokens, eval_s, start = float('inf'), 0, 0, 0.0, time.time()
-    tick = start
+    best, it, tokens, eval_s = float('inf'), 0, 0, 0.0
+    start = tick = time.time()
     try:
         for it in range(cfg.max_iters):
             if it % cfg.eval_interval == 0 or it == cfg.max_iters - 1:  # every once in a while: the losses
-                torch.cuda.synchronize() if cfg.device == 'cuda' else None  # the GPU has done the steps queued
+                if cfg.device == 'cuda':
+                    torch.cuda.synchronize()  # let the GPU finish the queued steps before timing them
                 t = time.time()
                 speed = f", {tokens / (t - tick):,.0f} tokens/s" if tokens else ""
                 losses = evaluate()
@@ -356,15 +342,10 @@ def train(cfg):
     print(f"trained in {total:.1f}s ({eval_s / total:.0%} of it evaluating); peak memory {peak_memory(cfg.device)}; "
           f"best val loss {best:.4f}, saved to {cfg.ckpt_path}")
 
-
 # ----------------------------------------------------------------------------- command line and sampling
-def to_bool(s):
-    """True or False from the command line (also 1/0, yes/no, on/off)."""
-    for value, words in ((True, ('true', '1', 'yes', 'on')), (False, ('false', '0', 'no', 'off'))):
-        if s.lower() in words:
-            return value
-    raise argparse.ArgumentTypeError(f"expected True or False, not {s!r}")
-
+def true_or_false(s):
+    """A boolean setting from the command line: True or False."""
+    return ('false', 'true').index(s.lower()) == 1  # anything else: argparse reports a ValueError
 
 def parse_config(argv=None):
     """The settings at the top, the CPU values if chosen, then --name=value from the command line."""
@@ -374,7 +355,7 @@ def parse_config(argv=None):
     p = argparse.ArgumentParser(description=__doc__, allow_abbrev=False)
     for name, value in defaults.items():
         cpu = f', CPU: {cpu_settings[name]!r}' if name in cpu_settings else ''
-        kind = dict(type=to_bool, nargs='?', const=True) if isinstance(value, bool) else dict(type=type(value))
+        kind = dict(type=true_or_false, nargs='?', const=True) if isinstance(value, bool) else dict(type=type(value))
         p.add_argument(f'--{name}', metavar=type(value).__name__, help=f'{comments[name]} (default: {value!r}{cpu})', **kind)
     given = {k: v for k, v in vars(p.parse_args(argv)).items() if v is not None}
     available = {'cuda': torch.cuda.is_available(), 'mps': torch.backends.mps.is_available(), 'cpu': True}
@@ -391,7 +372,6 @@ def parse_config(argv=None):
     if cfg.n_embd % cfg.n_head:
         p.error(f"n_embd ({cfg.n_embd}) must be divisible by n_head ({cfg.n_head}): each head gets n_embd // n_head")
     return cfg
-
 
 def main(argv=None):
     """Train (unless --sample), then sample from the best checkpoint."""
@@ -416,7 +396,6 @@ def main(argv=None):
         more = decode(model.generate(context, 10000)[0].tolist())
         save_atomic('more.txt', lambda f: f.write(more.encode('utf-8')))
         print("wrote 10,000 more characters to more.txt")
-
 
 if __name__ == '__main__':
     try:

@@ -81,7 +81,7 @@ def test_settings_sets_and_overrides():
 @pytest.mark.parametrize('args, words', [
     (['--no_such_setting=1'], ['unrecognized', '--no_such_setting']),
     (['--max_iters=many'], ['--max_iters', 'invalid int']),
-    (['--compile=maybe'], ['--compile', 'True or False']),
+    (['--compile=maybe'], ['--compile', 'true_or_false']),
     (['--n_embd=100', '--n_head=6'], ['n_embd (100)', 'n_head (6)']),
     (['--settings=fast'], ['--settings']),
     (['--device=tpu'], ['tpu']),
