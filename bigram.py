@@ -2,13 +2,11 @@
 
 Each character predicts the next from a lookup table alone. The data, batches, loss estimate and
 sampling are gpt.py's, so this file holds only what is new: the model and its training loop."""
-import sys
-
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from gpt import GPTLanguageModel, UserError, estimate_loss, get_batch, load_data, tokenizer
+from gpt import GPTLanguageModel, estimate_loss, get_batch, load_data, run, tokenizer
 
 # hyperparameters
 batch_size = 32       # how many independent sequences are processed in parallel
@@ -62,8 +60,4 @@ def main(input_file='input.txt'):
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    run(main)

@@ -32,8 +32,8 @@ n_layer = 6           # transformer blocks
 dropout = 0.2         # dropout probability while training
 # The lecture's values need about a day on a CPU. On the CPU these are used instead:
 # a smaller model that trains and samples in about 5 minutes on 2 cores.
-cpu_settings = dict(batch_size=16, block_size=64, max_iters=4000, eval_interval=250, learning_rate=3e-3,
-                    warmup_iters=50, lr_decay=True, eval_iters=20, n_embd=128, n_head=4, n_layer=4,
+cpu_settings = dict(batch_size=16, block_size=64, max_iters=5000, eval_interval=250, learning_rate=3e-3,
+                    warmup_iters=50, lr_decay=True, eval_iters=20, n_embd=128, n_head=4, n_layer=3,
                     dropout=0.0, compile=False)
 # run settings
 settings = 'auto'     # 'lecture' or 'cpu' values above; 'auto': cpu on the CPU, else lecture
@@ -354,9 +354,9 @@ def parse_config(argv=None):
     defaults = {name: globals()[name] for name in comments}
     p = argparse.ArgumentParser(description=__doc__, allow_abbrev=False)
     for name, value in defaults.items():
-        cpu = f', CPU: {cpu_settings[name]!r}' if name in cpu_settings else ''
+        values = f'lecture: {value!r}, CPU: {cpu_settings[name]!r}' if name in cpu_settings else f'default: {value!r}'
         kind = dict(type=true_or_false, nargs='?', const=True) if isinstance(value, bool) else dict(type=type(value))
-        p.add_argument(f'--{name}', metavar=type(value).__name__, help=f'{comments[name]} (default: {value!r}{cpu})', **kind)
+        p.add_argument(f'--{name}', metavar=type(value).__name__, help=f'{comments[name]} ({values})', **kind)
     given = {k: v for k, v in vars(p.parse_args(argv)).items() if v is not None}
     available = {'cuda': torch.cuda.is_available(), 'mps': torch.backends.mps.is_available(), 'cpu': True}
     dev = given.get('device', device)
@@ -397,9 +397,13 @@ def main(argv=None):
         save_atomic('more.txt', lambda f: f.write(more.encode('utf-8')))
         print("wrote 10,000 more characters to more.txt")
 
-if __name__ == '__main__':
+def run(main):
+    """Run a script's main: a UserError ends it with a one-line message and exit code 1, no traceback."""
     try:
         main()
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+
+if __name__ == '__main__':
+    run(main)

@@ -43,7 +43,7 @@ def attention_modules(flash):
 def test_changing_later_tokens_never_changes_earlier_outputs(name, flash):
     module = attention_modules(flash)[name].eval()
     x = torch.randn(2, 12, 16)
-    for t in range(1, 12):
+    for t in (1, 6, 11):
         y = x.clone()
         y[:, t:] = torch.randn(2, 12 - t, 16)  # rewrite the future from position t on
         out_x, out_y = module(x), module(y)
