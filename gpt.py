@@ -404,6 +404,9 @@ def run(main):
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:  # Ctrl-C outside training (which saves first): stop quietly
+        print("\ninterrupted", file=sys.stderr)
+        sys.exit(130)
 
 if __name__ == '__main__':
     run(main)
