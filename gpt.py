@@ -266,9 +266,8 @@ def try_compile(model, batch, device):
         return model
 
 def save_checkpoint(path, model, chars, cfg, step, val_loss):
-    """Save weights, model sizes, vocabulary, settings, step and val loss, atomically."""
-    sizes = {k: getattr(cfg, k) for k in ('n_embd', 'n_head', 'n_layer', 'block_size', 'dropout')}
-    ckpt = dict(model=model.state_dict(), sizes=sizes, chars=chars, config=vars(cfg), step=step, val_loss=val_loss)
+    """Save weights, vocabulary, settings (the model's sizes among them), step and val loss, atomically."""
+    ckpt = dict(model=model.state_dict(), chars=chars, config=vars(cfg), step=step, val_loss=val_loss)
     save_atomic(path, lambda f: torch.save(ckpt, f))
 
 def load_checkpoint(path, device, flash):
@@ -277,7 +276,8 @@ def load_checkpoint(path, device, flash):
         raise UserError(f"no checkpoint at {path}: train one first with `python gpt.py`, or set --ckpt_path")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
-        model = GPTLanguageModel(len(ckpt['chars']), **ckpt['sizes'], flash=flash)
+        c = ckpt['config']
+        model = GPTLanguageModel(len(ckpt['chars']), c['n_embd'], c['n_head'], c['n_layer'], c['block_size'], 0.0, flash)
         model.load_state_dict(ckpt['model'])
     except Exception as e:
         raise UserError(f"{path} is not a checkpoint this gpt.py can load ({type(e).__name__}): train a new one")

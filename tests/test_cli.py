@@ -36,7 +36,7 @@ def test_a_run_prints_losses_and_a_sample_and_writes_more_txt_and_ckpt(trained):
     assert len((cwd / 'more.txt').read_text(encoding='utf-8')) == 10_001
     ckpt = torch.load(cwd / 'ckpt.pt', weights_only=True)
     assert ckpt['step'] == 19 and ckpt['val_loss'] == pytest.approx(float(steps[-1][2]), abs=1e-4)
-    assert len(ckpt['chars']) == 65 and ckpt['config']['n_embd'] == 32 and ckpt['sizes']['n_layer'] == 1
+    assert len(ckpt['chars']) == 65 and ckpt['config']['n_embd'] == 32 and ckpt['config']['n_layer'] == 1
     assert {f.name for f in cwd.iterdir()} == {'ckpt.pt', 'more.txt'}  # no temporary files left
 
 
