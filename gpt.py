@@ -32,9 +32,9 @@ n_layer = 6           # transformer blocks
 dropout = 0.2         # dropout probability while training
 # The lecture's values need about a day on a CPU. On the CPU these are used instead:
 # a smaller model that trains and samples in about 5 minutes on 2 cores.
-cpu_settings = dict(batch_size=16, block_size=64, max_iters=5000, eval_interval=250, learning_rate=3e-3,
+cpu_settings = dict(batch_size=16, block_size=64, max_iters=6000, eval_interval=250, learning_rate=3e-3,
                     warmup_iters=50, lr_decay=True, eval_iters=20, n_embd=128, n_head=4, n_layer=3,
-                    dropout=0.0, compile=False)
+                    dropout=0.0, compile=False, flash=False)
 # run settings
 settings = 'auto'     # 'lecture' or 'cpu' values above; 'auto': cpu on the CPU, else lecture
 device = 'auto'       # 'cuda', 'mps' or 'cpu'; 'auto' takes the first one available
@@ -152,8 +152,11 @@ class Head(nn.Module):
         self.flash = flash
 
     def forward(self, x):
-        B, T, C = x.shape
-        k, q, v = self.key(x), self.query(x), self.value(x)  # (B,T,hs) each
+        return self.attend(self.query(x), self.key(x), self.value(x))  # (B,T,hs)
+
+    def attend(self, q, k, v):
+        """Each position's queries against the keys up to it, averaging their values: (...,T,hs) in and out."""
+        T = q.shape[-2]
         if self.flash:  # exactly the math below, fused into one kernel (tests check they agree)
             p = self.dropout.p if self.training else 0.0
             return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
@@ -174,7 +177,12 @@ class MultiHeadAttention(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x):
-        out = torch.cat([h(x) for h in self.heads], dim=-1)  # (B,T,C)
+        # torch.cat([h(x) for h in self.heads], dim=-1), batched: one matmul makes every head's query, key
+        # and value from their stacked weights, and one attend call runs all heads (tests check both agree)
+        B, T, C = x.shape
+        w = torch.cat([torch.cat([h.query.weight, h.key.weight, h.value.weight]) for h in self.heads])
+        q, k, v = F.linear(x, w).view(B, T, len(self.heads), 3, -1).permute(3, 0, 2, 1, 4)  # (B,nh,T,hs) each
+        out = self.heads[0].attend(q, k, v).transpose(1, 2).reshape(B, T, -1)  # (B,T,nh*hs): heads side by side
         return self.dropout(self.proj(out))
 
 class FeedForward(nn.Module):
@@ -297,7 +305,7 @@ def train(cfg):
     model = GPTLanguageModel(len(chars), cfg.n_embd, cfg.n_head, cfg.n_layer, cfg.block_size, cfg.dropout, cfg.flash)
     model.to(cfg.device)
     print(f"{sum(p.numel() for p in model.parameters()):,} parameters; {len(chars)} characters in the vocabulary")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, fused=cfg.device == 'cuda')
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, fused=cfg.device in ('cuda', 'cpu'))
     batch = lambda: get_batch(splits['train'], cfg.batch_size, cfg.block_size, cfg.device)
     fast = try_compile(model, batch(), cfg.device) if cfg.compile else model
     evaluate = lambda: estimate_loss(fast, splits, cfg.eval_iters, cfg.batch_size, cfg.block_size, cfg.device)

@@ -80,6 +80,19 @@ def test_fused_attention_matches_the_explicit_math():
     assert torch.allclose(a(idx)[0], b(idx)[0], atol=1e-5)
 
 
+@pytest.mark.parametrize('flash', [False, True])
+def test_batched_heads_match_the_lectures_concatenated_heads(flash):
+    mha = attention_modules(flash)['MultiHeadAttention'].eval()
+    x = torch.randn(3, 12, 16)
+    lecture = mha.proj(torch.cat([h(x) for h in mha.heads], dim=-1))  # each head on its own, as in the lecture
+    batched = mha(x)
+    assert torch.allclose(batched, lecture, atol=1e-5)
+    weights = [mha.heads[2].query.weight, mha.heads[0].value.weight, mha.proj.weight]
+    for a, b in zip(torch.autograd.grad(lecture.square().sum(), weights),
+                    torch.autograd.grad(batched.square().sum(), weights)):
+        assert torch.allclose(a, b, atol=1e-4) and a.abs().sum() > 0  # the same gradients reach every head
+
+
 def test_scaled_attention_keeps_unit_variance():
     torch.manual_seed(0)
     head_size = 64
