@@ -38,11 +38,10 @@ class BigramLanguageModel(nn.Module):
     generate = GPTLanguageModel.generate  # the same sampling loop, with the context cropped to 1 token
 
 
-def main(input_file='input.txt'):
-    """Train the bigram model, print the losses as it goes, then a 500-character sample."""
-    torch.manual_seed(seed)
-    chars, splits = load_data(input_file, block_size, fetch=input_file == 'input.txt')
-    model = BigramLanguageModel(len(chars)).to(device)
+def train(model, splits, max_iters=max_iters, learning_rate=learning_rate, eval_interval=eval_interval,
+          batch_size=batch_size, block_size=block_size, eval_iters=eval_iters, device=device):
+    """The lecture's training loop: AdamW steps on random batches, the losses printed every eval_interval
+    steps and at the last one, which it returns. (exercises/milestones.py trains every step of the video with it.)"""
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
     for it in range(max_iters):
         if it % eval_interval == 0 or it == max_iters - 1:
@@ -53,6 +52,15 @@ def main(input_file='input.txt'):
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+    return losses
+
+
+def main(input_file='input.txt'):
+    """Train the bigram model, print the losses as it goes, then a 500-character sample."""
+    torch.manual_seed(seed)
+    chars, splits = load_data(input_file, block_size, fetch=input_file == 'input.txt')
+    model = BigramLanguageModel(len(chars)).to(device)
+    losses = train(model, splits)
     _, decode = tokenizer(chars)
     context = torch.zeros((1, 1), dtype=torch.long, device=device)
     print(decode(model.generate(context, 500)[0].tolist()))

@@ -47,6 +47,8 @@ ckpt_path = 'ckpt.pt'     # where the model with the best val loss is saved
 sample = False            # only sample from the checkpoint, no training
 prompt = ''               # text the sample continues
 max_new_tokens = 500      # characters to print after training, or with --sample
+temperature = 1.0         # divides the logits before sampling: below 1 safer, above 1 wilder
+top_k = None              # sample only from the top_k likeliest characters (1: greedy); None: from all
 
 DATA_URL = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
 DATA_SHA256 = '86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed'
@@ -240,17 +242,21 @@ class GPTLanguageModel(nn.Module):
         logits = self.lm_head(x)  # (B,T,vocab_size)
         if targets is None:
             return logits, None
-        loss = F.cross_entropy(logits.view(B * T, -1), targets.view(B * T))
+        loss = F.cross_entropy(logits.view(B * T, -1), targets.view(B * T), ignore_index=-1)  # -1: no target here
         return logits, loss
 
     @torch.no_grad()
-    def generate(self, idx, max_new_tokens):
-        """Extend idx (B,T) by max_new_tokens sampled tokens, in eval mode (dropout off)."""
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
+        """Extend idx (B,T) by max_new_tokens sampled tokens, in eval mode (dropout off); top_k=1 is greedy."""
         was_training = self.training
         self.eval()
         for _ in range(max_new_tokens):
             logits, _ = self(idx[:, -self.block_size:])  # crop the context to the last block_size tokens
-            probs = F.softmax(logits[:, -1, :], dim=-1)  # (B,vocab_size) for the last time step
+            logits = logits[:, -1, :] / temperature  # (B,vocab_size) for the last time step
+            if top_k is not None:  # every token less likely than the k-th likeliest gets probability 0
+                kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]  # (B,1)
+                logits = logits.masked_fill(logits < kth, float('-inf'))
+            probs = F.softmax(logits, dim=-1)  # (B,vocab_size)
             idx = torch.cat((idx, torch.multinomial(probs, num_samples=1)), dim=1)  # (B,T+1)
         self.train(was_training)
         return idx
@@ -350,28 +356,41 @@ def train(cfg):
     total = time.time() - start
     print(f"trained in {total:.1f}s ({eval_s / total:.0%} of it evaluating); peak memory {peak_memory(cfg.device)}; "
           f"best val loss {best:.4f}, saved to {cfg.ckpt_path}")
+    return best
 
 # ----------------------------------------------------------------------------- command line and sampling
 def true_or_false(s):
     """A boolean setting from the command line: True or False."""
     return ('false', 'true').index(s.lower()) == 1  # anything else: argparse reports a ValueError
 
+def parse_settings(path, values, argv=None, description=None, cpu={}):
+    """Every `name = value  # comment` line at the top of the script at path is a setting, and --name=value
+    on the command line overrides it. Returns the parser (for its errors), the defaults and the values given."""
+    with open(path, encoding='utf-8') as f:
+        comments = dict(re.findall(r'^(\w+) += [^#\n]+# (.+)$', f.read(), re.M))
+    defaults = {name: values[name] for name in comments}
+    p = argparse.ArgumentParser(description=description, allow_abbrev=False)
+    for name, value in defaults.items():
+        shown = f'lecture: {value!r}, CPU: {cpu[name]!r}' if name in cpu else f'default: {value!r}'
+        kind = dict(type=true_or_false, nargs='?', const=True) if isinstance(value, bool) else \
+            dict(type=int if value is None else type(value))  # None: an int setting that is off by default
+        p.add_argument(f'--{name}', metavar=kind['type'].__name__.replace('true_or_false', 'bool'),
+                       help=f'{comments[name]} ({shown})', **kind)
+    given = {k: v for k, v in vars(p.parse_args(argv)).items() if v is not None}
+    return p, defaults, given
+
+def choose_device(name, parser):
+    """The device called name; 'auto': the first of cuda, mps and cpu that is available here."""
+    available = {'cuda': torch.cuda.is_available(), 'mps': torch.backends.mps.is_available(), 'cpu': True}
+    name = next(d for d, ok in available.items() if ok) if name == 'auto' else name
+    if not available.get(name):
+        parser.error(f"device {name!r} is not available here: use --device=auto or --device=cpu")
+    return name
+
 def parse_config(argv=None):
     """The settings at the top, the CPU values if chosen, then --name=value from the command line."""
-    with open(__file__, encoding='utf-8') as f:  # each `name = value  # comment` line up there is a setting
-        comments = dict(re.findall(r'^(\w+) += [^#\n]+# (.+)$', f.read(), re.M))
-    defaults = {name: globals()[name] for name in comments}
-    p = argparse.ArgumentParser(description=__doc__, allow_abbrev=False)
-    for name, value in defaults.items():
-        values = f'lecture: {value!r}, CPU: {cpu_settings[name]!r}' if name in cpu_settings else f'default: {value!r}'
-        kind = dict(type=true_or_false, nargs='?', const=True) if isinstance(value, bool) else dict(type=type(value))
-        p.add_argument(f'--{name}', metavar=type(value).__name__, help=f'{comments[name]} ({values})', **kind)
-    given = {k: v for k, v in vars(p.parse_args(argv)).items() if v is not None}
-    available = {'cuda': torch.cuda.is_available(), 'mps': torch.backends.mps.is_available(), 'cpu': True}
-    dev = given.get('device', device)
-    dev = next(d for d, ok in available.items() if ok) if dev == 'auto' else dev
-    if not available.get(dev):
-        p.error(f"device {dev!r} is not available here: use --device=auto or --device=cpu")
+    p, defaults, given = parse_settings(__file__, globals(), argv, __doc__, cpu_settings)
+    dev = choose_device(given.get('device', device), p)
     chosen = given.get('settings', settings)
     chosen = ('cpu' if dev == 'cpu' else 'lecture') if chosen == 'auto' else chosen
     if chosen not in ('lecture', 'cpu'):
@@ -380,6 +399,10 @@ def parse_config(argv=None):
                                 'device': dev, 'settings': chosen})
     if cfg.n_embd % cfg.n_head:
         p.error(f"n_embd ({cfg.n_embd}) must be divisible by n_head ({cfg.n_head}): each head gets n_embd // n_head")
+    if not 0 < cfg.temperature < float('inf'):
+        p.error(f"--temperature must be above 0, not {cfg.temperature}: 1 samples as trained, --top_k=1 is greedy")
+    if cfg.top_k is not None and cfg.top_k < 1:
+        p.error(f"--top_k must be 1 or more, not {cfg.top_k}: 1 is greedy; leave it out to sample from all")
     return cfg
 
 def main(argv=None):
@@ -400,9 +423,9 @@ def main(argv=None):
         raise UserError(f"the prompt has characters the model never saw: {''.join(unknown)!r}; leave them out")
     print(f"sampling from {cfg.ckpt_path} (step {ckpt['step']}, val loss {ckpt['val_loss']:.4f}):")
     context = torch.tensor([encode(cfg.prompt) or [0]], device=cfg.device)  # no prompt: start from token 0
-    print(decode(model.generate(context, cfg.max_new_tokens)[0].tolist()))
+    print(decode(model.generate(context, cfg.max_new_tokens, cfg.temperature, cfg.top_k)[0].tolist()))
     if not cfg.sample:  # as in the lecture: 10,000 more characters to a file
-        more = decode(model.generate(context, 10000)[0].tolist())
+        more = decode(model.generate(context, 10000, cfg.temperature, cfg.top_k)[0].tolist())
         save_atomic('more.txt', lambda f: f.write(more.encode('utf-8')))
         print("wrote 10,000 more characters to more.txt")
 

@@ -47,6 +47,9 @@ def test_sample_continues_the_prompt_from_the_checkpoint(trained):
     sample = result.stdout.split('):\n', 1)[1].rstrip('\n')
     assert sample.startswith('ROMEO:') and len(sample) == len('ROMEO:') + 40
     assert 'train loss' not in result.stdout  # no training
+    greedy = [run_script('gpt.py', '--sample', '--top_k=1', '--max_new_tokens=40', f'--seed={s}', '--device=cpu',
+                         cwd=cwd).stdout for s in (1, 2)]
+    assert greedy[0] == greedy[1]  # greedy decoding does not depend on the seed
 
 
 def test_same_seed_same_losses_and_same_sample(trained, data_path, tmp_path):
@@ -88,6 +91,10 @@ def test_settings_sets_and_overrides():
     (['--n_embd=100', '--n_head=6'], ['n_embd (100)', 'n_head (6)']),
     (['--settings=fast'], ['--settings']),
     (['--device=tpu'], ['tpu']),
+    (['--temperature=-0.5'], ['--temperature', '-0.5', '--top_k=1']),
+    (['--temperature=0'], ['--temperature', 'above 0']),
+    (['--temperature=nan'], ['--temperature', 'nan']),
+    (['--top_k=0'], ['--top_k', '1 or more']),
 ])
 def test_bad_settings_exit_2(args, words, tmp_path):
     result = run_script('gpt.py', *args, cwd=tmp_path)

@@ -1,0 +1,137 @@
+"""Exercise 1 of the video: all heads in one class, "treating the heads as another batch dimension".
+
+The question: how much does it buy to run the heads together rather than one `Head` at a time? The
+setup: `BatchedSelfAttention` below holds one (n_embd, 3*n_embd) query/key/value projection for all
+heads, reshapes its output to (B, n_head, T, head_size), so that the heads sit beside the batch, and
+runs the lecture's attention math (`Head.attend`, borrowed from gpt.py) on all of them at once. Three
+versions of the same layer, with the same weights, are timed forward plus backward, in turns:
+- `cat`: the video's head-by-head `torch.cat([h(x) for h in heads], dim=-1)`, then the projection;
+- `gpt`: gpt.py's `MultiHeadAttention`, which keeps a `Head` per head but stacks their weights into
+  one matmul at every call;
+- `batched`: this file's class, whose weights are one matrix to begin with.
+
+`python exercises/ex1_batched_heads.py` times the CPU settings' shapes and the lecture's; results in
+exercises/README.md. A test loads a `MultiHeadAttention`'s weights into `BatchedSelfAttention` and
+checks that outputs and gradients agree."""
+import argparse
+import pathlib
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+import gpt  # noqa: E402
+
+# settings (each can be changed on the command line: --name=value)
+shapes = 'cpu,lecture'  # which shapes to time: cpu (B16 T64 C128, 4 heads), lecture (B64 T256 C384, 6 heads)
+rounds = 7              # turns taken between the three versions; the table shows medians
+repeats = 0             # forward+backward passes per version per turn; 0: about 0.2 s worth each
+device = 'auto'         # 'cuda', 'mps' or 'cpu'; 'auto' takes the first one available
+seed = 1337             # random seed for the weights and inputs
+
+SHAPES = {'cpu': dict(B=16, T=64, C=128, nh=4), 'lecture': dict(B=64, T=256, C=384, nh=6)}
+
+
+class BatchedSelfAttention(nn.Module):
+    """Multi-headed causal self-attention with the heads as a batch dimension: one projection makes every
+    head's query, key and value, one attention call runs all heads."""
+    def __init__(self, n_embd, n_head, block_size, dropout, flash=False):
+        super().__init__()
+        self.n_head = n_head
+        self.qkv = nn.Linear(n_embd, 3 * n_embd, bias=False)  # [all queries; all keys; all values]
+        self.proj = nn.Linear(n_embd, n_embd)
+        self.dropout = nn.Dropout(dropout)  # on the attention weights, in attend, and on the output
+        self.register_buffer('tril', torch.tril(torch.ones(block_size, block_size)), persistent=False)
+        self.flash = flash
+
+    attend = gpt.Head.attend  # the lecture's math on (...,T,hs): scores, causal mask, softmax, weighted sum
+
+    def forward(self, x):
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=-1)  # (B,T,C) each
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B,nh,T,hs)
+        out = self.attend(q, k, v)  # (B,nh,T,hs): every head at once
+        out = out.transpose(1, 2).reshape(B, T, C)  # (B,T,C): the heads side by side, as torch.cat puts them
+        return self.dropout(self.proj(out))
+
+    @torch.no_grad()
+    def load_from(self, mha):
+        """Take the weights of a gpt.MultiHeadAttention: its heads' queries, keys and values become the
+        rows of qkv (head 0 first in each third), its projection stays the projection."""
+        for i, name in enumerate(('query', 'key', 'value')):
+            self.qkv.weight[i * len(self.proj.weight):(i + 1) * len(self.proj.weight)] = torch.cat(
+                [getattr(h, name).weight for h in mha.heads])
+        self.proj.load_state_dict(mha.proj.state_dict())
+        return self
+
+
+def concatenated_heads(mha, x):
+    """The video's MultiHeadAttention.forward: each Head in turn, concatenated, projected."""
+    return mha.dropout(mha.proj(torch.cat([h(x) for h in mha.heads], dim=-1)))
+
+
+def time_versions(versions, x, rounds, repeats, device):
+    """Median milliseconds of forward plus backward for each version, taking turns every round."""
+    def once(f):
+        x.grad = None
+        with gpt.autocast(device):
+            out = f(x)
+        out.float().square().mean().backward()
+
+    def clock(f, n):
+        if device == 'cuda':
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        for _ in range(n):
+            once(f)
+        if device == 'cuda':
+            torch.cuda.synchronize()
+        return (time.perf_counter() - t) / n
+
+    for f in versions.values():  # warm-up (allocations, kernel selection), and how long a pass takes
+        once(f)
+    n = repeats or max(1, round(0.2 / clock(versions['gpt'], 2)))
+    times = {name: [] for name in versions}
+    for _ in range(rounds):
+        for name, f in versions.items():
+            times[name].append(clock(f, n) * 1000)
+    return {name: statistics.median(t) for name, t in times.items()}, n
+
+
+def main(argv=None):
+    p, defaults, given = gpt.parse_settings(__file__, globals(), argv, __doc__)
+    c = argparse.Namespace(**{**defaults, **given})
+    c.device = gpt.choose_device(c.device, p)
+    chosen = c.shapes.split(',')
+    if not chosen or any(s not in SHAPES for s in chosen):
+        p.error(f"--shapes must be a comma-separated choice of {', '.join(SHAPES)}, not {c.shapes!r}")
+    if c.rounds < 1 or c.repeats < 0:
+        p.error("--rounds must be 1 or more and --repeats 0 or more")
+    flash = c.device != 'cpu'  # gpt.py's choice: the fused kernel on GPUs, the explicit math on the CPU
+    print(f"device {c.device}, {'fused' if flash else 'explicit'} attention, "
+          f"{'bfloat16 autocast' if isinstance(gpt.autocast(c.device), torch.autocast) else 'float32'}; "
+          f"median of {c.rounds} turns, forward + backward")
+    print("\n| shapes | cat (video) ms | gpt.py ms | batched ms | cat / batched | gpt.py / batched | passes a turn |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    results = {}
+    for name in chosen:
+        s = SHAPES[name]
+        torch.manual_seed(c.seed)
+        mha = gpt.MultiHeadAttention(s['C'], s['nh'], s['T'], 0.0, flash).to(c.device)
+        batched = BatchedSelfAttention(s['C'], s['nh'], s['T'], 0.0, flash).to(c.device).load_from(mha)
+        x = torch.randn(s['B'], s['T'], s['C'], device=c.device, requires_grad=True)
+        versions = {'cat': lambda x: concatenated_heads(mha, x), 'gpt': mha, 'batched': batched}
+        ms, n = time_versions(versions, x, c.rounds, c.repeats, c.device)
+        results[name] = ms
+        print(f"| {name}: B{s['B']} T{s['T']} C{s['C']}, {s['nh']} heads | {ms['cat']:.2f} | {ms['gpt']:.2f} | "
+              f"{ms['batched']:.2f} | {ms['cat'] / ms['batched']:.2f}x | {ms['gpt'] / ms['batched']:.2f}x | {n} |",
+              flush=True)
+    return results
+
+
+if __name__ == '__main__':
+    gpt.run(main)

@@ -1,0 +1,165 @@
+"""Exercise 2 of the video: train the GPT to add two numbers, a+b=c.
+
+The question: can `gpt.py`'s model, unchanged, learn long addition from examples alone, and be right
+on problems it never saw? The setup, as the exercise suggests:
+- every problem is written `a+b=` with a and b zero-padded to `digits` digits, then the answer c with
+  its digits reversed (units first, `digits`+1 of them): the order in which a person adds, carry by
+  carry, so each answer digit depends on digits the model has already seen;
+- problems are drawn on the fly; a fixed rule (a hash of the pair) sets 5% of all problems aside, and
+  training never sees one of them: every accuracy below is on that held-out part;
+- the loss counts the answer's digits only: the prompt's targets are -1, which `gpt.py`'s loss
+  ignores (`ignore_index=-1`), since a and b are random and cannot be predicted;
+- answers are decoded greedily (`generate(..., top_k=1)`).
+
+`python exercises/ex2_addition.py` trains and scores; `--eval` scores the saved checkpoint again on
+problems drawn with another `--seed`. Results: exercises/README.md."""
+import argparse
+import pathlib
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+import gpt  # noqa: E402
+
+# settings (each can be changed on the command line: --name=value)
+digits = 3             # digits of a and b: problems a+b= with a, b below 10**digits
+n_layer = 2            # transformer blocks
+n_head = 4             # attention heads per block
+n_embd = 64            # embedding dimension
+batch_size = 256       # problems per training step
+max_iters = 3000       # training steps
+learning_rate = 3e-3   # AdamW's peak learning rate
+warmup_iters = 100     # steps of linear learning-rate warmup
+lr_decay = True        # cosine-decay the learning rate to a tenth of it by max_iters
+eval_interval = 500    # score held-out problems every this many steps
+eval_problems = 10000  # held-out problems scored at the end, and by --eval
+seed = 1337            # random seed for the model, the training problems and the held-out draw
+device = 'auto'        # 'cuda', 'mps' or 'cpu'; 'auto' takes the first one available
+ckpt_path = 'addition.pt'  # where the trained model is saved
+eval = False           # only score the model at ckpt_path on eval_problems held-out problems
+
+chars = '0123456789+='  # the vocabulary: digit d is token d
+
+
+def held_out(a, b):
+    """The fixed rule that sets 5% of all problems aside, never trained on: a hash of the pair, so the
+    held-out part has every size and carry pattern; a+b and b+a are on the same side."""
+    lo, hi = torch.minimum(a, b), torch.maximum(a, b)
+    h = (lo * 1_000_003 + hi) % 2**31 * 2_654_435_761 % 2**32  # Knuth's multiplicative hash
+    return h // 2**16 % 20 == 0
+
+
+def draw(n, digits, generator, testing=False):
+    """n random problems (a, b) from the training part, or from the held-out part if testing."""
+    a, b = torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long)
+    while len(a) < n:  # draw, keep those on the wanted side, until there are enough
+        x, y = torch.randint(10**digits, (2, 40 * n if testing else 2 * n), generator=generator)
+        keep = held_out(x, y) == testing
+        a, b = torch.cat([a, x[keep]]), torch.cat([b, y[keep]])
+    return a[:n], b[:n]
+
+
+def encode(a, b, digits):
+    """Token rows `a+b=` then c's digits reversed: (n, 3*digits+3). E.g. 3 digits: 123+045=8610."""
+    big = 10 ** torch.arange(digits - 1, -1, -1)  # place values, most significant first
+    little = 10 ** torch.arange(digits + 1)       # place values, units first
+    n = len(a)
+    plus, equals = torch.full((n, 1), chars.index('+')), torch.full((n, 1), chars.index('='))
+    return torch.cat([a[:, None] // big % 10, plus, b[:, None] // big % 10, equals,
+                      (a + b)[:, None] // little % 10], dim=1)
+
+
+def get_batch(n, digits, generator, device, testing=False):
+    """Inputs x and targets y (x shifted by one), with -1 as the target wherever the next token is
+    still part of the prompt: only the answer's digits are learned."""
+    rows = encode(*draw(n, digits, generator, testing), digits)
+    x, y = rows[:, :-1], rows[:, 1:].clone()
+    y[:, :2 * digits + 1] = -1  # targets up to `=` are prompt; from there on, the answer
+    return x.to(device), y.to(device)
+
+
+@torch.no_grad()
+def score(model, a, b, digits, device, chunk=2000):
+    """Greedy answers to a+b: exact-match accuracy, accuracy per answer digit (units first), the wrong rows."""
+    rows = encode(a, b, digits).to(device)
+    prompt_len = 2 * digits + 2
+    answers = torch.cat([model.generate(rows[i:i + chunk, :prompt_len], digits + 1, top_k=1)[:, prompt_len:]
+                         for i in range(0, len(rows), chunk)])
+    right = answers == rows[:, prompt_len:]  # (n, digits+1)
+    return right.all(1).float().mean().item(), right.float().mean(0).tolist(), (~right.all(1)).nonzero()[:, 0]
+
+
+def show(a, b, digits):
+    """A problem as a person writes it, e.g. 123+45=168."""
+    return f"{a}+{b}={a + b}"
+
+
+def report(model, digits, n, seed, device):
+    """Score n held-out problems drawn with seed and print the table; returns the exact-match accuracy."""
+    a, b = draw(n, digits, torch.Generator().manual_seed(seed), testing=True)
+    exact, per_digit, wrong = score(model, a, b, digits, device)
+    print(f"| held-out {digits}-digit problems | exact match | per answer digit, units first |")
+    print("| --- | --- | --- |")
+    print(f"| {n:,} (seed {seed}) | {exact:.2%} ({len(wrong)} wrong) | {' '.join(f'{p:.2%}' for p in per_digit)} |")
+    for i in wrong[:5].tolist():
+        rows = encode(a[i:i + 1], b[i:i + 1], digits).to(device)
+        got = model.generate(rows[:, :2 * digits + 2], digits + 1, top_k=1)[0, 2 * digits + 2:].tolist()
+        print(f"wrong: {show(a[i].item(), b[i].item(), digits)}, the model says {int(''.join(map(str, got[::-1])))}")
+    return exact
+
+
+def train(cfg):
+    """Train a GPT on freshly drawn training problems; save it to cfg.ckpt_path; return its training seconds."""
+    torch.manual_seed(cfg.seed)
+    g, g_val = torch.Generator().manual_seed(cfg.seed), torch.Generator().manual_seed(cfg.seed + 1)
+    cfg.block_size = 3 * cfg.digits + 2  # inputs are the rows without their last token
+    model = gpt.GPTLanguageModel(len(chars), cfg.n_embd, cfg.n_head, cfg.n_layer, cfg.block_size, 0.0).to(cfg.device)
+    print(f"{sum(p.numel() for p in model.parameters()):,} parameters; training on {cfg.digits}-digit problems")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, fused=cfg.device in ('cuda', 'cpu'))
+    start = time.time()
+    for it in range(cfg.max_iters + 1):
+        if it % cfg.eval_interval == 0 or it == cfg.max_iters:  # a quick look at 1,000 held-out problems
+            exact, per_digit, _ = score(model, *draw(1000, cfg.digits, g_val, testing=True), cfg.digits, cfg.device)
+            print(f"step {it}: loss {loss.item() if it else float('nan'):.4f}, held-out exact match {exact:.1%}, "
+                  f"{time.time() - start:.1f}s", flush=True)
+        if it == cfg.max_iters:
+            break
+        for group in optimizer.param_groups:
+            group['lr'] = gpt.get_lr(it, cfg)
+        x, y = get_batch(cfg.batch_size, cfg.digits, g, cfg.device)
+        with gpt.autocast(cfg.device):
+            _, loss = model(x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    seconds = time.time() - start
+    gpt.save_checkpoint(cfg.ckpt_path, model, chars, cfg, cfg.max_iters, loss.item())
+    print(f"trained in {seconds:.1f}s (held-out checks included); saved to {cfg.ckpt_path}")
+    return model, seconds
+
+
+def main(argv=None):
+    p, defaults, given = gpt.parse_settings(__file__, globals(), argv, __doc__)
+    cfg = argparse.Namespace(**{**defaults, **given})
+    cfg.device = gpt.choose_device(cfg.device, p)
+    for name in ('digits', 'n_layer', 'n_head', 'n_embd', 'batch_size', 'eval_interval', 'eval_problems'):
+        if getattr(cfg, name) < 1:
+            p.error(f"--{name} must be 1 or more, not {getattr(cfg, name)}")
+    if cfg.digits > 15:
+        p.error(f"--digits must be 15 or fewer, not {cfg.digits}: the sums must fit in 64-bit integers")
+    if cfg.n_embd % cfg.n_head:
+        p.error(f"n_embd ({cfg.n_embd}) must be divisible by n_head ({cfg.n_head}): each head gets n_embd // n_head")
+    if cfg.eval:
+        model, ckpt = gpt.load_checkpoint(cfg.ckpt_path, cfg.device, flash=False)
+        if ckpt['chars'] != chars or 'digits' not in ckpt['config']:
+            raise gpt.UserError(f"{cfg.ckpt_path} holds no addition model: train one with "
+                                "`python exercises/ex2_addition.py`, or set --ckpt_path")
+        return report(model, ckpt['config']['digits'], cfg.eval_problems, cfg.seed, cfg.device)
+    model, _ = train(cfg)
+    return report(model, cfg.digits, cfg.eval_problems, cfg.seed, cfg.device)
+
+
+if __name__ == '__main__':
+    gpt.run(main)

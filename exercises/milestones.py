@@ -1,0 +1,148 @@
+"""The video's journey, measured: every model the lecture builds on the way, beside the val loss it shows.
+
+The question: does each step of the video (one head, many heads, feed-forward, blocks, residual
+connections, LayerNorm, scaling up) buy what the video says it does, in this code? The setup: each
+model is assembled from `gpt.py`'s own classes (no copies), at the video's small settings at that
+point (batch 32, context 8, 32-wide embeddings, AdamW at lr 1e-3 for 5000 steps, losses estimated
+every 500 steps over 200 batches; the bigram as in `bigram.py`: lr 1e-2, 3000 steps), trained by
+`bigram.py`'s loop, the lecture's, and with PyTorch's default initialisation, as in the video at
+those points. The last row runs `gpt.py` itself, with the settings it picks for the device.
+
+`python exercises/milestones.py` runs every row; `--steps=head,multihead` some of them; `--seeds=1337,42`
+several seeds. Results: exercises/README.md."""
+import argparse
+import pathlib
+import sys
+import tempfile
+import time
+
+import torch
+import torch.nn as nn
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+import bigram  # noqa: E402
+import gpt  # noqa: E402
+
+# settings (each can be changed on the command line: --name=value)
+steps = 'all'          # rows to run, comma-separated (bigram,head,multihead,ffwd,blocks,residual,layernorm,scaled), or all
+seeds = '1337'         # comma-separated random seeds: each row is trained once per seed
+batch_size = 32        # sequences per batch, as in the video up to the scaling-up step
+block_size = 8         # context length
+n_embd = 32            # embedding dimension
+n_head = 4             # heads in multi-headed attention (4 heads of 8)
+n_layer = 3            # blocks in the rows that stack them
+max_iters = 5000       # training steps of every row but the bigram
+learning_rate = 1e-3   # AdamW's learning rate for every row but the bigram
+eval_interval = 500    # estimate the losses every this many steps
+eval_iters = 200       # batches averaged by each loss estimate
+device = 'auto'        # 'cuda', 'mps' or 'cpu'; 'auto' takes the first one available
+input_file = 'input.txt'  # training text (tiny Shakespeare is downloaded if this is missing)
+
+# what the video shows at each step (its val loss), in the order of the video
+VIDEO = {'bigram': 2.49, 'head': 2.4, 'multihead': 2.28, 'ffwd': 2.24, 'blocks': None, 'residual': 2.08,
+         'layernorm': 2.06, 'scaled': 1.48}
+WHAT = {'bigram': 'bigram baseline: the token-embedding table read off as logits',
+        'head': 'one self-attention head of size 32',
+        'multihead': f'multi-headed self-attention: {n_head} heads, concatenated',
+        'ffwd': '+ a Linear and ReLU after attention',
+        'blocks': f'{n_layer} blocks, no residual connections',
+        'residual': '+ residual pathways, projections, 4x feed-forward',
+        'layernorm': '+ pre-LayerNorm in each block and before lm_head',
+        'scaled': "gpt.py's own settings for the device"}
+
+
+def heads(c):
+    """The video's multi-headed attention before the residual step: heads concatenated, no projection."""
+    mha = gpt.MultiHeadAttention(c.n_embd, c.n_head, c.block_size, 0.0)
+    mha.proj = nn.Identity()  # the projection came with the residual connections
+    return mha
+
+
+def feed_forward(c):
+    """The video's first feed-forward: one Linear and a ReLU, no 4x expansion, no projection."""
+    return nn.Sequential(nn.Linear(c.n_embd, c.n_embd), nn.ReLU())
+
+
+def residual_block(c):
+    """gpt.py's Block without its LayerNorms: the video's step between residuals and LayerNorm."""
+    block = gpt.Block(c.n_embd, c.n_head, c.block_size, 0.0)
+    block.ln1 = block.ln2 = nn.Identity()
+    return block
+
+
+def build(step, vocab_size, c):
+    """The model of one step of the video: gpt.py's GPTLanguageModel with the body of that step."""
+    if step == 'bigram':
+        return bigram.BigramLanguageModel(vocab_size)
+    model = gpt.GPTLanguageModel(vocab_size, c.n_embd, c.n_head, c.n_layer, c.block_size, 0.0)  # with LayerNorms
+    if step != 'layernorm':
+        model.ln_f = nn.Identity()
+        model.blocks = {
+            'head': lambda: gpt.Head(c.n_embd, c.n_embd, c.block_size, 0.0),  # one head as wide as the embedding
+            'multihead': lambda: heads(c),
+            'ffwd': lambda: nn.Sequential(heads(c), feed_forward(c)),
+            'blocks': lambda: nn.Sequential(*[nn.Sequential(heads(c), feed_forward(c)) for _ in range(c.n_layer)]),
+            'residual': lambda: nn.Sequential(*[residual_block(c) for _ in range(c.n_layer)]),
+        }[step]()
+    for m in model.modules():  # PyTorch's default initialisation, as in the video up to the last step
+        if hasattr(m, 'reset_parameters'):
+            m.reset_parameters()
+    return model
+
+
+def run_step(step, seed, c):
+    """Train one row with one seed: (val loss at the end, parameters, seconds)."""
+    start = time.time()
+    torch.manual_seed(seed)
+    if step == 'scaled':  # gpt.py itself, into a throwaway checkpoint
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = gpt.parse_config([f'--device={c.device}', f'--input_file={c.input_file}', f'--seed={seed}',
+                                    f'--ckpt_path={pathlib.Path(tmp) / "ckpt.pt"}'])
+            val = gpt.train(cfg)
+            model, _ = gpt.load_checkpoint(cfg.ckpt_path, 'cpu', flash=False)
+        return val, sum(p.numel() for p in model.parameters()), time.time() - start, f'{cfg.settings} settings'
+    chars, splits = gpt.load_data(c.input_file, c.block_size, fetch=c.input_file == input_file)
+    model = build(step, len(chars), c).to(c.device)
+    lr, iters = (bigram.learning_rate, bigram.max_iters) if step == 'bigram' else (c.learning_rate, c.max_iters)
+    losses = bigram.train(model, splits, iters, lr, c.eval_interval, c.batch_size, c.block_size, c.eval_iters,
+                          c.device)
+    return losses['val'], sum(p.numel() for p in model.parameters()), time.time() - start, f'{iters} steps'
+
+
+def main(argv=None):
+    p, defaults, given = gpt.parse_settings(__file__, globals(), argv, __doc__)
+    c = argparse.Namespace(**{**defaults, **given})
+    c.device = gpt.choose_device(c.device, p)
+    chosen = list(VIDEO) if c.steps == 'all' else c.steps.split(',')
+    unknown = [s for s in chosen if s not in VIDEO]
+    if unknown:
+        p.error(f"--steps: no step called {', '.join(unknown)}; choose from {','.join(VIDEO)} or all")
+    try:
+        seed_list = [int(s) for s in c.seeds.split(',')]
+    except ValueError:
+        p.error(f"--seeds must be integers separated by commas, like 1337,42, not {c.seeds!r}")
+    for name in ('batch_size', 'block_size', 'n_embd', 'n_head', 'n_layer', 'max_iters', 'eval_interval', 'eval_iters'):
+        if getattr(c, name) < 1:
+            p.error(f"--{name} must be 1 or more, not {getattr(c, name)}")
+    if c.n_embd % c.n_head:
+        p.error(f"n_embd ({c.n_embd}) must be divisible by n_head ({c.n_head}): each head gets n_embd // n_head")
+    rows = {}
+    for step in chosen:
+        for seed in seed_list:
+            print(f"--- {step} (seed {seed}): {WHAT[step]}", flush=True)
+            rows.setdefault(step, []).append(run_step(step, seed, c))
+    print(f"\n| step | the model | parameters | val loss, seed {', '.join(map(str, seed_list))} | the video's "
+          f"| measured - video | trained | seconds |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for step, results in rows.items():
+        vals = [r[0] for r in results]
+        mean = sum(vals) / len(vals)
+        video = VIDEO[step]
+        diff = f'{mean - video:+.2f}' if video else ''
+        print(f"| {step} | {WHAT[step]} | {results[0][1]:,} | {', '.join(f'{v:.4f}' for v in vals)} | "
+              f"{video or 'none shown'} | {diff} | {results[0][3]} | {', '.join(f'{r[2]:.0f}' for r in results)} |")
+    return rows
+
+
+if __name__ == '__main__':
+    gpt.run(main)
