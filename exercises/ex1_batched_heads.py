@@ -28,8 +28,9 @@ import gpt  # noqa: E402
 
 # settings (each can be changed on the command line: --name=value)
 shapes = 'cpu,lecture'  # which shapes to time: cpu (B16 T64 C128, 4 heads), lecture (B64 T256 C384, 6 heads)
+attention = 'explicit,fused'  # attention math to time: explicit (the lecture's), fused (scaled_dot_product_attention)
 rounds = 7              # turns taken between the three versions; the table shows medians
-repeats = 0             # forward+backward passes per version per turn; 0: about 0.2 s worth each
+repeats = 0             # forward+backward passes per version per turn; 0: about 0.5 s worth, at least 2
 device = 'auto'         # 'cuda', 'mps' or 'cpu'; 'auto' takes the first one available
 seed = 1337             # random seed for the weights and inputs
 
@@ -94,7 +95,7 @@ def time_versions(versions, x, rounds, repeats, device):
 
     for f in versions.values():  # warm-up (allocations, kernel selection), and how long a pass takes
         once(f)
-    n = repeats or max(1, round(0.2 / clock(versions['gpt'], 2)))
+    n = repeats or max(2, round(0.5 / clock(versions['gpt'], 2)))
     times = {name: [] for name in versions}
     for _ in range(rounds):
         for name, f in versions.items():
@@ -106,28 +107,30 @@ def main(argv=None):
     p, defaults, given = gpt.parse_settings(__file__, globals(), argv, __doc__)
     c = argparse.Namespace(**{**defaults, **given})
     c.device = gpt.choose_device(c.device, p)
-    chosen = c.shapes.split(',')
-    if not chosen or any(s not in SHAPES for s in chosen):
+    chosen, kinds = c.shapes.split(','), c.attention.split(',')
+    if any(s not in SHAPES for s in chosen):
         p.error(f"--shapes must be a comma-separated choice of {', '.join(SHAPES)}, not {c.shapes!r}")
+    if any(k not in ('explicit', 'fused') for k in kinds):
+        p.error(f"--attention must be explicit, fused or explicit,fused, not {c.attention!r}")
     if c.rounds < 1 or c.repeats < 0:
         p.error("--rounds must be 1 or more and --repeats 0 or more")
-    flash = c.device != 'cpu'  # gpt.py's choice: the fused kernel on GPUs, the explicit math on the CPU
-    print(f"device {c.device}, {'fused' if flash else 'explicit'} attention, "
+    print(f"device {c.device}, "
           f"{'bfloat16 autocast' if isinstance(gpt.autocast(c.device), torch.autocast) else 'float32'}; "
           f"median of {c.rounds} turns, forward + backward")
-    print("\n| shapes | cat (video) ms | gpt.py ms | batched ms | cat / batched | gpt.py / batched | passes a turn |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("\n| shapes | attention | cat (video) ms | gpt.py ms | batched ms | cat / batched | gpt.py / batched "
+          "| passes a turn |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     results = {}
-    for name in chosen:
-        s = SHAPES[name]
+    for name, kind in [(name, kind) for name in chosen for kind in kinds]:
+        s, flash = SHAPES[name], kind == 'fused'
         torch.manual_seed(c.seed)
         mha = gpt.MultiHeadAttention(s['C'], s['nh'], s['T'], 0.0, flash).to(c.device)
         batched = BatchedSelfAttention(s['C'], s['nh'], s['T'], 0.0, flash).to(c.device).load_from(mha)
         x = torch.randn(s['B'], s['T'], s['C'], device=c.device, requires_grad=True)
         versions = {'cat': lambda x: concatenated_heads(mha, x), 'gpt': mha, 'batched': batched}
         ms, n = time_versions(versions, x, c.rounds, c.repeats, c.device)
-        results[name] = ms
-        print(f"| {name}: B{s['B']} T{s['T']} C{s['C']}, {s['nh']} heads | {ms['cat']:.2f} | {ms['gpt']:.2f} | "
+        results[name, kind] = ms
+        print(f"| {name}: B{s['B']} T{s['T']} C{s['C']}, {s['nh']} heads | {kind} | {ms['cat']:.2f} | {ms['gpt']:.2f} | "
               f"{ms['batched']:.2f} | {ms['cat'] / ms['batched']:.2f}x | {ms['gpt'] / ms['batched']:.2f}x | {n} |",
               flush=True)
     return results

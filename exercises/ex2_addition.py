@@ -29,7 +29,7 @@ n_layer = 2            # transformer blocks
 n_head = 4             # attention heads per block
 n_embd = 64            # embedding dimension
 batch_size = 256       # problems per training step
-max_iters = 3000       # training steps
+max_iters = 2000       # training steps
 learning_rate = 3e-3   # AdamW's peak learning rate
 warmup_iters = 100     # steps of linear learning-rate warmup
 lr_decay = True        # cosine-decay the learning rate to a tenth of it by max_iters
@@ -82,31 +82,28 @@ def get_batch(n, digits, generator, device, testing=False):
 
 @torch.no_grad()
 def score(model, a, b, digits, device, chunk=2000):
-    """Greedy answers to a+b: exact-match accuracy, accuracy per answer digit (units first), the wrong rows."""
+    """Greedy answers to a+b, compared with the true ones: exact-match accuracy, accuracy per answer digit
+    (units first), and the model's answers as numbers."""
     rows = encode(a, b, digits).to(device)
     prompt_len = 2 * digits + 2
-    answers = torch.cat([model.generate(rows[i:i + chunk, :prompt_len], digits + 1, top_k=1)[:, prompt_len:]
-                         for i in range(0, len(rows), chunk)])
-    right = answers == rows[:, prompt_len:]  # (n, digits+1)
-    return right.all(1).float().mean().item(), right.float().mean(0).tolist(), (~right.all(1)).nonzero()[:, 0]
-
-
-def show(a, b, digits):
-    """A problem as a person writes it, e.g. 123+45=168."""
-    return f"{a}+{b}={a + b}"
+    got = torch.cat([model.generate(rows[i:i + chunk, :prompt_len], digits + 1, top_k=1)[:, prompt_len:]
+                     for i in range(0, len(rows), chunk)])  # (n, digits+1), units first
+    right = got == rows[:, prompt_len:]
+    return right.all(1).float().mean().item(), right.float().mean(0).tolist(), (got * 10 ** torch.arange(
+        digits + 1, device=device)).sum(1).cpu()
 
 
 def report(model, digits, n, seed, device):
     """Score n held-out problems drawn with seed and print the table; returns the exact-match accuracy."""
     a, b = draw(n, digits, torch.Generator().manual_seed(seed), testing=True)
-    exact, per_digit, wrong = score(model, a, b, digits, device)
+    exact, per_digit, got = score(model, a, b, digits, device)
+    wrong = (got != a + b).nonzero()[:, 0].tolist()
     print(f"| held-out {digits}-digit problems | exact match | per answer digit, units first |")
     print("| --- | --- | --- |")
     print(f"| {n:,} (seed {seed}) | {exact:.2%} ({len(wrong)} wrong) | {' '.join(f'{p:.2%}' for p in per_digit)} |")
-    for i in wrong[:5].tolist():
-        rows = encode(a[i:i + 1], b[i:i + 1], digits).to(device)
-        got = model.generate(rows[:, :2 * digits + 2], digits + 1, top_k=1)[0, 2 * digits + 2:].tolist()
-        print(f"wrong: {show(a[i].item(), b[i].item(), digits)}, the model says {int(''.join(map(str, got[::-1])))}")
+    for i in wrong[:5]:
+        x, y = a[i].item(), b[i].item()
+        print(f"wrong: {x}+{y}={x + y}, the model says {got[i].item()}")
     return exact
 
 

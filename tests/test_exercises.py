@@ -114,10 +114,14 @@ def test_ex1_script_times_three_versions(tmp_path):
     result = run_script('exercises/ex1_batched_heads.py', '--shapes=cpu', '--rounds=2', '--repeats=2',
                         '--device=cpu', cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    row = [line for line in result.stdout.splitlines() if line.startswith('| cpu:')][0]
-    cells = [c.strip() for c in row.strip('|').split('|')]
-    assert all(float(cells[i]) > 0 for i in (1, 2, 3)) and cells[4].endswith('x') and cells[6] == '2'
+    rows = [[c.strip() for c in line.strip('|').split('|')] for line in result.stdout.splitlines()
+            if line.startswith('| cpu:')]
+    assert [r[1] for r in rows] == ['explicit', 'fused']
+    for cells in rows:
+        assert all(float(cells[i]) > 0 for i in (2, 3, 4)) and cells[5].endswith('x') and cells[7] == '2'
     assert_user_error(run_script('exercises/ex1_batched_heads.py', '--shapes=big', cwd=tmp_path), 2, '--shapes')
+    assert_user_error(run_script('exercises/ex1_batched_heads.py', '--attention=slow', cwd=tmp_path), 2,
+                      '--attention')
 
 
 # ----------------------------------------------------------------------------- EX2
