@@ -1,7 +1,11 @@
 """Let's build GPT: a character-level GPT trained on tiny Shakespeare, in the lecture's order.
 
 `python gpt.py` trains and then samples; `python gpt.py --sample --prompt="ROMEO:"` samples from
-the saved checkpoint. Every setting below can be changed on the command line: --name=value."""
+the saved checkpoint. Every setting below can be changed on the command line: --name=value.
+What differs from the lecture's script: nanoGPT's weight init; the heads of MultiHeadAttention run
+as one batch (same math, tests check it); fused attention, bfloat16, torch.compile where they help;
+smaller CPU settings; lr warmup and decay (off in the lecture's settings); the checkpoint with the
+best val loss, --resume, temperature and top_k. Below the line that ends the lecture: plumbing."""
 import argparse
 import contextlib
 import hashlib
@@ -45,44 +49,13 @@ flash = True          # attention through one fused kernel, F.scaled_dot_product
 input_file = 'input.txt'  # training text (tiny Shakespeare is downloaded if this is missing)
 ckpt_path = 'ckpt.pt'     # where the model with the best val loss is saved
 sample = False            # only sample from the checkpoint, no training
+resume = False            # continue an unfinished run from its last evaluation (give the same settings)
 prompt = ''               # text the sample continues
 max_new_tokens = 500      # characters to print after training, or with --sample
 temperature = 1.0         # divides the logits before sampling: below 1 safer, above 1 wilder
 top_k = None              # sample only from the top_k likeliest characters (1: greedy); None: from all
 
-DATA_URL = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
-DATA_SHA256 = '86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed'
-
-class UserError(Exception):
-    """A mistake in the input or settings: printed as one line, exit code 1."""
-
-def save_atomic(path, write):
-    """Write a file through a temporary file and a rename, so it is never left half-written."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix='.tmp-')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        os.remove(tmp)
-        raise
-
-# ----------------------------------------------------------------------------- data
-def download(path):
-    """Download tiny Shakespeare to path, check its SHA-256, and write it atomically."""
-    url = DATA_URL
-    print(f"downloading {url} to {path}")
-    try:
-        r = requests.get(url, timeout=30)
-        r.raise_for_status()
-    except requests.RequestException as e:
-        raise UserError(f"could not download {url} ({type(e).__name__}); offline? "
-                        f"Download that file by hand and save it as {path}") from None
-    if hashlib.sha256(r.content).hexdigest() != DATA_SHA256:
-        raise UserError(f"the file from {url} has the wrong SHA-256, so it was not saved; try again, "
-                        f"or download it by hand and save it as {path}")
-    save_atomic(path, lambda f: f.write(r.content))
-
+# ----------------------------------------------------------------------------- data and tokenizer
 def load_data(path, block_size, fetch=False):
     """Read the text (downloading it first if fetch and missing), encode it and split it 90/10."""
     if not os.path.exists(path):
@@ -110,6 +83,7 @@ def tokenizer(chars):
     stoi = {ch: i for i, ch in enumerate(chars)}
     return (lambda s: [stoi[c] for c in s]), (lambda ids: ''.join(chars[i] for i in ids))
 
+# ----------------------------------------------------------------------------- batches and the loss estimate
 def get_batch(data, batch_size, block_size, device, generator=None):
     """A batch of random chunks: inputs x and targets y, which are x shifted by one."""
     ix = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
@@ -118,13 +92,6 @@ def get_batch(data, batch_size, block_size, device, generator=None):
     if device == 'cuda':  # pinned memory lets the copy to the GPU overlap with compute
         return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
     return x.to(device), y.to(device)
-
-def autocast(device):
-    """bfloat16 mixed precision where the hardware has it (CUDA, CPUs with AVX512-BF16), else float32."""
-    native_bf16 = getattr(torch.cpu, '_is_avx512_bf16_supported', lambda: False)()
-    if device == 'cuda' or (device == 'cpu' and native_bf16):
-        return torch.autocast(device, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 @torch.no_grad()
 def estimate_loss(model, splits, eval_iters, batch_size, block_size, device):
@@ -142,7 +109,7 @@ def estimate_loss(model, splits, eval_iters, batch_size, block_size, device):
     model.train()
     return out
 
-# ----------------------------------------------------------------------------- model
+# ----------------------------------------------------------------------------- the model
 class Head(nn.Module):
     """One head of causal self-attention."""
     def __init__(self, n_embd, head_size, block_size, dropout, flash=False):
@@ -269,43 +236,6 @@ def get_lr(it, cfg):
     progress = (it - cfg.warmup_iters) / max(1, cfg.max_iters - cfg.warmup_iters) if cfg.lr_decay else 0
     return cfg.learning_rate * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
 
-def try_compile(model, batch, device):
-    """torch.compile(model), tried on one batch: where compiling fails, plain PyTorch runs instead."""
-    try:
-        fast = torch.compile(model)
-        with autocast(device):
-            fast(*batch)
-        return fast
-    except Exception as e:
-        print(f"torch.compile failed ({type(e).__name__}); training without it (--compile=False skips trying)")
-        return model
-
-def save_checkpoint(path, model, chars, cfg, step, val_loss):
-    """Save weights, vocabulary, settings (the model's sizes among them), step and val loss, atomically."""
-    ckpt = dict(model=model.state_dict(), chars=chars, config=vars(cfg), step=step, val_loss=val_loss)
-    save_atomic(path, lambda f: torch.save(ckpt, f))
-
-def load_checkpoint(path, device, flash):
-    """The model and the checkpoint saved at path, or a clear error."""
-    if not os.path.exists(path):
-        raise UserError(f"no checkpoint at {path}: train one first with `python gpt.py`, or set --ckpt_path")
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-        c = ckpt['config']
-        model = GPTLanguageModel(len(ckpt['chars']), c['n_embd'], c['n_head'], c['n_layer'], c['block_size'], 0.0, flash)
-        model.load_state_dict(ckpt['model'])
-    except Exception as e:
-        raise UserError(f"{path} is not a checkpoint this gpt.py can load ({type(e).__name__}): train a new one")
-    return model.to(device), ckpt
-
-def peak_memory(device):
-    """Peak memory: allocated on the GPU with CUDA, else the process's peak resident set."""
-    if device == 'cuda':
-        return f"{torch.cuda.max_memory_allocated() / 2**20:,.0f} MiB on the GPU"
-    import resource  # Linux and macOS
-    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform == 'darwin' else 1)
-    return f"{kib / 1024:,.0f} MiB RSS"
-
 def train(cfg):
     """Train a GPT on cfg.input_file, keeping the model with the best val loss at cfg.ckpt_path."""
     chars, splits = load_data(cfg.input_file, cfg.block_size, fetch=cfg.input_file == input_file)
@@ -316,10 +246,11 @@ def train(cfg):
     batch = lambda: get_batch(splits['train'], cfg.batch_size, cfg.block_size, cfg.device)
     fast = try_compile(model, batch(), cfg.device) if cfg.compile else model
     evaluate = lambda: estimate_loss(fast, splits, cfg.eval_iters, cfg.batch_size, cfg.block_size, cfg.device)
-    best, it, tokens, eval_s = float('inf'), 0, 0, 0.0
+    first, best = load_resume(cfg, model, optimizer, chars) if cfg.resume else (0, float('inf'))
+    it, tokens, eval_s = first, 0, 0.0
     start = tick = time.time()
     try:
-        for it in range(cfg.max_iters):
+        for it in range(first, max(cfg.max_iters, 1)):  # max_iters=0: the untrained model is evaluated, no step
             if it % cfg.eval_interval == 0 or it == cfg.max_iters - 1:  # every once in a while: the losses
                 if cfg.device == 'cuda':
                     torch.cuda.synchronize()  # let the GPU finish the queued steps before timing them
@@ -334,8 +265,13 @@ def train(cfg):
                     save_checkpoint(cfg.ckpt_path, model, chars, cfg, it, best)
                 print(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}, "
                       f"{time.time() - start:.1f}s{speed}", flush=True)
+                save_checkpoint(resume_path(cfg.ckpt_path), model, chars, cfg, it, best, optimizer=optimizer.state_dict(),
+                                rng=torch.get_rng_state(), cuda_rng=torch.cuda.get_rng_state() if cfg.device == 'cuda'
+                                else None)  # for --resume: a crash from here on loses nothing before step it
                 tokens, tick = 0, time.time()
                 eval_s += tick - t
+                if cfg.max_iters == 0:
+                    break
             for group in optimizer.param_groups:
                 group['lr'] = get_lr(it, cfg)
             xb, yb = batch()
@@ -351,21 +287,156 @@ def train(cfg):
             best = val
             save_checkpoint(cfg.ckpt_path, model, chars, cfg, it, best)
         print(f"\ninterrupted at step {it}: {cfg.ckpt_path} holds the best model so far (val loss {best:.4f}); "
-              "sample from it with `python gpt.py --sample`")
+              "sample from it with `python gpt.py --sample`, or continue from the last evaluation with the same "
+              "command and --resume")
         raise SystemExit(130)
+    os.remove(resume_path(cfg.ckpt_path))  # the run is complete: nothing left to resume
     total = time.time() - start
     print(f"trained in {total:.1f}s ({eval_s / total:.0%} of it evaluating); peak memory {peak_memory(cfg.device)}; "
           f"best val loss {best:.4f}, saved to {cfg.ckpt_path}")
     return best
 
-# ----------------------------------------------------------------------------- command line and sampling
+# ----------------------------------------------------------------------------- sampling
+def main(argv=None):
+    """Train (unless --sample), then sample from the best checkpoint."""
+    cfg = parse_config(argv)
+    print(f"device: {cfg.device} (choose with --device=cuda, mps or cpu)")
+    torch.manual_seed(cfg.seed)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # TF32 matmuls on CUDA
+    if not cfg.sample:
+        print("settings: cpu, a smaller model that trains and samples in about 5 minutes on 2 cores; --settings=lecture "
+              "for the lecture's (about a day on a CPU)" if cfg.settings == 'cpu' else
+              "settings: the lecture's; --settings=cpu for the small ones that take about 5 minutes on a CPU")
+        train(cfg)
+    model, ckpt = load_checkpoint(cfg.ckpt_path, cfg.device, cfg.flash)
+    encode, decode = tokenizer(ckpt['chars'])
+    unknown = sorted(set(cfg.prompt) - set(ckpt['chars']))
+    if unknown:
+        raise UserError(f"the prompt has characters the model never saw: {''.join(unknown)!r}; leave them out")
+    print(f"sampling from {cfg.ckpt_path} (step {ckpt['step']}, val loss {ckpt['val_loss']:.4f}):")
+    context = torch.tensor([encode(cfg.prompt) or [0]], device=cfg.device)  # no prompt: start from token 0
+    print(decode(model.generate(context, cfg.max_new_tokens, cfg.temperature, cfg.top_k)[0].tolist()))
+    if not cfg.sample:  # as in the lecture: 10,000 more characters to a file
+        more = decode(model.generate(context, 10000, cfg.temperature, cfg.top_k)[0].tolist())
+        save_atomic('more.txt', lambda f: f.write(more.encode('utf-8')))
+        print("wrote 10,000 more characters to more.txt")
+
+# ============================================================================= end of the lecture
+# Plumbing the lecture does not have: download, speed helpers, checkpoints and resume, the command line and
+# its checks, one-line errors. A reader following the video can stop here.
+
+DATA_URL = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
+DATA_SHA256 = '86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed'
+
+class UserError(Exception):
+    """A mistake in the input or settings: printed as one line, exit code 1."""
+
+def save_atomic(path, write):
+    """Write a file through a temporary file and a rename, so it is never left half-written."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix='.tmp-')
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        os.remove(tmp)
+        raise
+
+def download(path):
+    """Download tiny Shakespeare to path, check its SHA-256, and write it atomically."""
+    url = DATA_URL
+    print(f"downloading {url} to {path}")
+    try:
+        r = requests.get(url, timeout=30)
+        r.raise_for_status()
+    except requests.RequestException as e:
+        raise UserError(f"could not download {url} ({type(e).__name__}); offline? "
+                        f"Download that file by hand and save it as {path}") from None
+    if hashlib.sha256(r.content).hexdigest() != DATA_SHA256:
+        raise UserError(f"the file from {url} has the wrong SHA-256, so it was not saved; try again, "
+                        f"or download it by hand and save it as {path}")
+    save_atomic(path, lambda f: f.write(r.content))
+
+def autocast(device):
+    """bfloat16 mixed precision where the hardware has it (CUDA, CPUs with AVX512-BF16), else float32."""
+    native_bf16 = getattr(torch.cpu, '_is_avx512_bf16_supported', lambda: False)()
+    if device == 'cuda' or (device == 'cpu' and native_bf16):
+        return torch.autocast(device, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+def try_compile(model, batch, device):
+    """torch.compile(model), tried on one batch: where compiling fails, plain PyTorch runs instead."""
+    try:
+        fast = torch.compile(model)
+        with autocast(device):
+            fast(*batch)
+        return fast
+    except Exception as e:
+        print(f"torch.compile failed ({type(e).__name__}); training without it (--compile=False skips trying)")
+        return model
+
+def peak_memory(device):
+    """Peak memory: allocated on the GPU with CUDA, else the process's peak resident set (Linux, macOS)."""
+    if device == 'cuda':
+        return f"{torch.cuda.max_memory_allocated() / 2**20:,.0f} MiB on the GPU"
+    import resource
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # bytes on macOS, KiB on Linux
+    return f"{rss / (2**20 if sys.platform == 'darwin' else 2**10):,.0f} MiB RSS"
+
+def save_checkpoint(path, model, chars, cfg, step, val_loss, **more):
+    """Save weights, vocabulary, settings (the model's sizes among them), step, val loss and more, atomically."""
+    ckpt = dict(model=model.state_dict(), chars=chars, config=vars(cfg), step=step, val_loss=val_loss, **more)
+    save_atomic(path, lambda f: torch.save(ckpt, f))
+
+def load_checkpoint(path, device, flash):
+    """The model and the checkpoint saved at path, or a clear error."""
+    if not os.path.exists(path):
+        raise UserError(f"no checkpoint at {path}: train one first with `python gpt.py`, or set --ckpt_path")
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+        c = ckpt['config']
+        model = GPTLanguageModel(len(ckpt['chars']), c['n_embd'], c['n_head'], c['n_layer'], c['block_size'], 0.0, flash)
+        model.load_state_dict(ckpt['model'])
+    except Exception as e:
+        raise UserError(f"{path} is not a checkpoint this gpt.py can load ({type(e).__name__}): train a new one")
+    return model.to(device), ckpt
+
+def resume_path(ckpt_path):
+    """Where the state for --resume is kept, beside the checkpoint: ckpt.pt -> ckpt.resume.pt."""
+    root, ext = os.path.splitext(ckpt_path)
+    return f"{root}.resume{ext or '.pt'}"
+
+def load_resume(cfg, model, optimizer, chars):
+    """Put back the state of the unfinished run at cfg.ckpt_path; returns its step and best val loss."""
+    path = resume_path(cfg.ckpt_path)
+    if not os.path.exists(path):
+        raise UserError(f"nothing to resume: no {path} (it is kept while a run is unfinished); "
+                        "start a run without --resume")
+    try:
+        state = torch.load(path, map_location=cfg.device, weights_only=True)
+        runtime = ('settings', 'device', 'compile', 'flash', 'sample', 'resume', 'prompt', 'max_new_tokens',
+                   'temperature', 'top_k')  # these may change between the stop and the resume
+        differ = [f"--{k}={v!r}" for k, v in state['config'].items() if k not in runtime and getattr(cfg, k, None) != v]
+        if not differ and state['chars'] == chars:
+            model.load_state_dict(state['model'])
+            optimizer.load_state_dict(state['optimizer'])
+            torch.set_rng_state(state['rng'].cpu())
+            if state['cuda_rng'] is not None and cfg.device == 'cuda':
+                torch.cuda.set_rng_state(state['cuda_rng'].cpu())
+    except Exception as e:
+        raise UserError(f"{path} is not a state this gpt.py can resume ({type(e).__name__}): start a new run") from None
+    if differ or state['chars'] != chars:
+        raise UserError(f"the run at {path} had other settings or text: resume with the same ones "
+                        f"({' '.join(differ) or 'its text had other characters'})")
+    print(f"resuming {path} at step {state['step']} (best val loss so far {state['val_loss']:.4f})")
+    return state['step'], state['val_loss']
+
 def true_or_false(s):
     """A boolean setting from the command line: True or False."""
     return ('false', 'true').index(s.lower()) == 1  # anything else: argparse reports a ValueError
 
 def parse_settings(path, values, argv=None, description=None, cpu={}):
-    """Every `name = value  # comment` line at the top of the script at path is a setting, and --name=value
-    on the command line overrides it. Returns the parser (for its errors), the defaults and the values given."""
+    """Each `name = value  # comment` line atop the script at path is a setting: (parser, defaults, --name=value given)."""
     with open(path, encoding='utf-8') as f:
         comments = dict(re.findall(r'^(\w+) += [^#\n]+# (.+)$', f.read(), re.M))
     defaults = {name: values[name] for name in comments}
@@ -397,37 +468,35 @@ def parse_config(argv=None):
         p.error(f"--settings must be auto, lecture or cpu, not {chosen!r}")
     cfg = argparse.Namespace(**{**defaults, **(cpu_settings if chosen == 'cpu' else {}), **given,
                                 'device': dev, 'settings': chosen})
-    if cfg.n_embd % cfg.n_head:
-        p.error(f"n_embd ({cfg.n_embd}) must be divisible by n_head ({cfg.n_head}): each head gets n_embd // n_head")
-    if not 0 < cfg.temperature < float('inf'):
-        p.error(f"--temperature must be above 0, not {cfg.temperature}: 1 samples as trained, --top_k=1 is greedy")
-    if cfg.top_k is not None and cfg.top_k < 1:
-        p.error(f"--top_k must be 1 or more, not {cfg.top_k}: 1 is greedy; leave it out to sample from all")
+    check_settings(cfg, p.error)
     return cfg
 
-def main(argv=None):
-    """Train (unless --sample), then sample from the best checkpoint."""
-    cfg = parse_config(argv)
-    print(f"device: {cfg.device} (choose with --device=cuda, mps or cpu)")
-    torch.manual_seed(cfg.seed)
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # TF32 matmuls on CUDA
-    if not cfg.sample:
-        print("settings: cpu, a smaller model that trains and samples in about 5 minutes on 2 cores; --settings=lecture "
-              "for the lecture's (about a day on a CPU)" if cfg.settings == 'cpu' else
-              "settings: the lecture's; --settings=cpu for the small ones that take about 5 minutes on a CPU")
-        train(cfg)
-    model, ckpt = load_checkpoint(cfg.ckpt_path, cfg.device, cfg.flash)
-    encode, decode = tokenizer(ckpt['chars'])
-    unknown = sorted(set(cfg.prompt) - set(ckpt['chars']))
-    if unknown:
-        raise UserError(f"the prompt has characters the model never saw: {''.join(unknown)!r}; leave them out")
-    print(f"sampling from {cfg.ckpt_path} (step {ckpt['step']}, val loss {ckpt['val_loss']:.4f}):")
-    context = torch.tensor([encode(cfg.prompt) or [0]], device=cfg.device)  # no prompt: start from token 0
-    print(decode(model.generate(context, cfg.max_new_tokens, cfg.temperature, cfg.top_k)[0].tolist()))
-    if not cfg.sample:  # as in the lecture: 10,000 more characters to a file
-        more = decode(model.generate(context, 10000, cfg.temperature, cfg.top_k)[0].tolist())
-        save_atomic('more.txt', lambda f: f.write(more.encode('utf-8')))
-        print("wrote 10,000 more characters to more.txt")
+def check_settings(cfg, error):
+    """Every setting, checked before anything is downloaded, trained or sampled: error(one line) if one is wrong."""
+    inf = float('inf')
+    rules = {name: (lambda v: v >= 1, 'it must be 1 or more')
+             for name in ('batch_size', 'block_size', 'eval_interval', 'eval_iters', 'n_embd', 'n_head')}
+    rules.update({name: (lambda v: v >= 0, 'it must be 0 or more (0: none, see README)')
+                  for name in ('max_iters', 'warmup_iters', 'n_layer', 'max_new_tokens')})
+    rules.update(seed=(lambda v: 0 <= v < 2**63, 'it must be between 0 and 2**63 - 1'),
+                 dropout=(lambda v: 0 <= v < 1, 'it is a probability: at least 0 and below 1'),
+                 learning_rate=(lambda v: 0 < v < inf, 'it must be a number above 0, like 3e-4'),
+                 temperature=(lambda v: 0 < v < inf, 'it must be above 0 (1: as trained; greedy is --top_k=1)'),
+                 top_k=(lambda v: v is None or v >= 1, 'it must be 1 or more (1: greedy); leave it out for all'),
+                 input_file=(lambda v: v and not os.path.isdir(v), 'it must name a file, not a folder'),
+                 ckpt_path=(lambda v: v and not os.path.isdir(v), 'it must name a file, not a folder'))
+    for name, (ok, allowed) in rules.items():
+        if not ok(getattr(cfg, name)):
+            error(f"--{name}={getattr(cfg, name)!r} is not allowed: {allowed}")
+    if cfg.n_embd % cfg.n_head:
+        error(f"n_embd ({cfg.n_embd}) must be divisible by n_head ({cfg.n_head}): each head gets n_embd // n_head")
+    if os.path.exists(cfg.input_file) and not os.access(cfg.input_file, os.R_OK):
+        error(f"--input_file={cfg.input_file!r} cannot be read: check its permissions")
+    folder = os.path.dirname(os.path.abspath(cfg.ckpt_path))
+    if not cfg.sample and not (os.path.isdir(folder) and os.access(folder, os.W_OK)):
+        error(f"--ckpt_path={cfg.ckpt_path!r} is not allowed: its folder {folder} must exist and be writable")
+    if not cfg.sample and (os.path.isdir('more.txt') or not os.access('.', os.W_OK)):
+        error("more.txt cannot be written in this folder (training ends by writing it): run from a writable folder")
 
 def run(main):
     """Run a script's main: a UserError ends it with a one-line message and exit code 1, no traceback."""
@@ -439,6 +508,11 @@ def run(main):
     except KeyboardInterrupt:  # Ctrl-C outside training (which saves first): stop quietly
         print("\ninterrupted", file=sys.stderr)
         sys.exit(130)
+    except (MemoryError, RuntimeError) as e:  # torch.OutOfMemoryError is a RuntimeError too
+        if not isinstance(e, MemoryError) and 'memory' not in str(e):
+            raise
+        print("error: out of memory: use a smaller --batch_size, --block_size, --n_embd or --n_layer", file=sys.stderr)
+        sys.exit(1)
 
 if __name__ == '__main__':
     run(main)

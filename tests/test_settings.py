@@ -1,0 +1,174 @@
+"""No traceback for any user mistake, and no lost training: every setting checked, edge values, resume."""
+import contextlib
+import io
+import math
+import pathlib
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+import gpt
+from conftest import DATA, ROOT, TINY, assert_user_error, run_script
+
+_, DEFAULTS, _ = gpt.parse_settings(gpt.__file__, vars(gpt), [])
+NAMES = sorted(DEFAULTS)
+
+# values a learner might type, and values nobody should: zero, negative, huge, NaN, infinite, wrong types
+ODD = st.sampled_from(['0', '-1', '1', '2', '0.5', '-0.5', '1e-3', '1e9', str(2**63), '10' * 30, 'nan', 'inf',
+                       '-inf', 'True', 'False', 'none', '', 'abc', '/', '.', 'ckpt.pt', 'x/y/z.pt', '☃'])
+VALUES = st.one_of(ODD, st.integers(-10**20, 10**20).map(str),
+                   st.floats(allow_nan=True, allow_infinity=True).map(repr), st.text(max_size=12))
+
+
+def parse(args):
+    """gpt.parse_config(args) in-process: (the settings or None, the exit code, what it printed to stderr)."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            return gpt.parse_config(args), 0, err.getvalue()
+        except SystemExit as e:
+            return None, e.code, err.getvalue()
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(name=st.sampled_from(NAMES), value=VALUES)
+def test_every_setting_takes_any_value_or_refuses_it_with_one_line(name, value):
+    cfg, code, err = parse(['--device=cpu', f'--{name}={value}'])
+    if cfg is None:
+        assert code == 2 and 'Traceback' not in err
+        assert re.match(r'\S+: error: \S', err.splitlines()[-1]), err  # usage lines, then one error line
+        return
+    # accepted: then it is a value gpt.py can use
+    assert cfg.batch_size >= 1 and cfg.block_size >= 1 and cfg.eval_interval >= 1 and cfg.eval_iters >= 1
+    assert cfg.max_iters >= 0 and cfg.warmup_iters >= 0 and cfg.n_layer >= 0 and cfg.max_new_tokens >= 0
+    assert cfg.n_embd % cfg.n_head == 0 and 0 <= cfg.dropout < 1 and 0 <= cfg.seed < 2**63
+    assert math.isfinite(cfg.learning_rate) and cfg.learning_rate > 0
+    assert math.isfinite(cfg.temperature) and cfg.temperature > 0 and (cfg.top_k is None or cfg.top_k >= 1)
+    assert cfg.input_file and cfg.ckpt_path
+
+
+# values that end quickly whatever they mean (huge counts would train for hours; in-process checks cover them)
+SMALL = st.sampled_from(['-1', '0', '1', '2', '3', '0.5', '0.999', 'nan', 'inf', '-inf', '1e9', 'abc', ''])
+
+
+@settings(max_examples=8, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(name=st.sampled_from(['batch_size', 'block_size', 'max_iters', 'eval_interval', 'eval_iters', 'n_layer',
+                             'n_head', 'dropout', 'learning_rate', 'warmup_iters', 'max_new_tokens', 'top_k']),
+       value=SMALL)
+def test_real_runs_succeed_or_fail_with_one_line_and_leave_no_partial_file(name, value):
+    with tempfile.TemporaryDirectory() as tmp:
+        args = [a for a in TINY if not a.startswith(f'--{name}=')] + [f'--{name}={value}', f'--input_file={DATA}']
+        result = run_script('gpt.py', *args, cwd=tmp, timeout=120)
+        assert result.returncode in (0, 1, 2) and 'Traceback' not in result.stderr, result.stderr
+        if result.returncode:
+            assert result.stderr.strip().splitlines()[-1].split(': ')[1:], result.stderr  # 'prog: error: what'
+        left = {p.name for p in pathlib.Path(tmp).iterdir()}
+        assert left <= {'ckpt.pt', 'more.txt'}, left  # no temporary or resume files left behind
+        if result.returncode == 0:
+            assert left == {'ckpt.pt', 'more.txt'}
+            torch.load(f'{tmp}/ckpt.pt', weights_only=True)  # complete, loadable
+
+
+# ----------------------------------------------------------------------------- documented edge values
+def test_max_iters_0_evaluates_and_samples_the_untrained_model(tmp_path):
+    result = run_script('gpt.py', *TINY, '--max_iters=0', f'--input_file={DATA}', cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert re.findall(r'^step (\d+):', result.stdout, re.M) == ['0']
+    assert torch.load(tmp_path / 'ckpt.pt', weights_only=True)['val_loss'] > 4.0  # about ln 65: untrained
+
+
+def test_max_new_tokens_0_prints_the_prompt_alone(tmp_path):
+    assert run_script('gpt.py', *TINY, f'--input_file={DATA}', cwd=tmp_path).returncode == 0
+    result = run_script('gpt.py', '--sample', '--prompt=ROMEO:', '--max_new_tokens=0', '--device=cpu', cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout.rstrip('\n').endswith('):\nROMEO:'), result.stdout
+
+
+def test_n_layer_0_and_long_warmup_and_sparse_evaluation_still_train(tmp_path):
+    args = [a for a in TINY if not a.startswith(('--n_layer', '--eval_interval'))]
+    result = run_script('gpt.py', *args, '--n_layer=0', '--warmup_iters=1000', '--eval_interval=1000',
+                        f'--input_file={DATA}', cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert re.findall(r'^step (\d+):', result.stdout, re.M) == ['0', '19']  # the first step and the last
+
+
+@pytest.mark.parametrize('args, words', [
+    (['--ckpt_path=no/such/folder/ckpt.pt'], ['--ckpt_path', 'must exist']),
+    (['--ckpt_path=.'], ['--ckpt_path', 'not a folder']),
+    (['--input_file=.'], ['--input_file', 'not a folder']),
+    (['--dropout=1'], ['--dropout=1.0', 'below 1']),
+    (['--learning_rate=inf'], ['--learning_rate=inf', 'above 0']),
+    (['--batch_size=0'], ['--batch_size=0', '1 or more']),
+    (['--max_iters=-5'], ['--max_iters=-5', '0 or more']),
+    (['--seed=-1'], ['--seed=-1']),
+])
+def test_bad_settings_and_paths_are_refused_before_anything_runs(args, words, tmp_path):
+    result = run_script('gpt.py', *args, cwd=tmp_path)
+    assert_user_error(result, 2, *words)
+    assert list(tmp_path.iterdir()) == []  # nothing downloaded, nothing written
+
+
+def test_more_txt_that_cannot_be_written_is_refused_before_training(tmp_path):
+    (tmp_path / 'more.txt').mkdir()
+    result = run_script('gpt.py', *TINY, f'--input_file={DATA}', cwd=tmp_path)
+    assert_user_error(result, 2, 'more.txt')
+    assert not (tmp_path / 'ckpt.pt').exists()
+
+
+def test_out_of_memory_is_one_line():
+    result = run_script('gpt.py', *TINY, '--n_embd=1000000000', '--n_head=1', f'--input_file={DATA}', cwd=ROOT)
+    assert_user_error(result, 1, 'out of memory', '--n_embd')
+
+
+# ----------------------------------------------------------------------------- resume
+RESUMABLE = [a for a in TINY if not a.startswith(('--max_iters', '--eval_interval'))] + \
+    ['--max_iters=60', '--eval_interval=10', '--dropout=0.1', f'--input_file={DATA}']  # dropout: the RNG matters
+
+
+def steps(out):
+    return re.findall(r'^step (\d+): train loss ([\d.]+), val loss ([\d.]+)', out, re.M)
+
+
+def test_a_crashed_run_resumed_ends_with_the_same_losses_as_one_never_stopped(tmp_path):
+    whole = run_script('gpt.py', *RESUMABLE, cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr
+    (tmp_path / 'ckpt.pt').unlink()
+    assert not (tmp_path / 'ckpt.resume.pt').exists()  # a finished run keeps nothing to resume
+    proc = subprocess.Popen([sys.executable, str(ROOT / 'gpt.py'), *RESUMABLE], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.startswith('step 30:'):
+            break
+    proc.send_signal(signal.SIGKILL)  # a crash: no handler runs
+    proc.communicate(timeout=60)
+    assert (tmp_path / 'ckpt.resume.pt').exists() and not list(tmp_path.glob('.tmp-*'))
+    resumed = run_script('gpt.py', *RESUMABLE, '--resume', cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    first = int(re.search(r'resuming \S+ at step (\d+)', resumed.stdout).group(1))
+    assert 20 <= first <= 50
+    tail = [s for s in steps(whole.stdout) if int(s[0]) >= first]
+    assert steps(resumed.stdout) == tail  # the same losses, step for step, to the end
+    assert torch.load(tmp_path / 'ckpt.pt', weights_only=True)['val_loss'] == \
+        pytest.approx(min(float(s[2]) for s in steps(whole.stdout)), abs=1e-4)
+    assert not (tmp_path / 'ckpt.resume.pt').exists()
+
+
+def test_resume_errors(tmp_path):
+    assert_user_error(run_script('gpt.py', *RESUMABLE, '--resume', cwd=tmp_path), 1, 'nothing to resume')
+    proc = subprocess.Popen([sys.executable, str(ROOT / 'gpt.py'), *RESUMABLE, '--max_iters=100000'],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.startswith('step 10:'):
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    other = run_script('gpt.py', *RESUMABLE, '--max_iters=100000', '--resume', '--n_embd=64', cwd=tmp_path)
+    assert_user_error(other, 1, 'other settings', '--n_embd=32')
+    (tmp_path / 'ckpt.resume.pt').write_bytes(b'garbage')
+    broken = run_script('gpt.py', *RESUMABLE, '--max_iters=100000', '--resume', cwd=tmp_path)
+    assert_user_error(broken, 1, 'ckpt.resume.pt', 'start a new run')
