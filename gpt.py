@@ -445,7 +445,7 @@ def parse_settings(path, values, argv=None, description=None, cpu={}):
         shown = f'lecture: {value!r}, CPU: {cpu[name]!r}' if name in cpu else f'default: {value!r}'
         kind = dict(type=true_or_false, nargs='?', const=True) if isinstance(value, bool) else \
             dict(type=int if value is None else type(value))  # None: an int setting that is off by default
-        p.add_argument(f'--{name}', metavar=kind['type'].__name__.replace('true_or_false', 'bool'),
+        p.add_argument(f'--{name}', metavar='bool' if isinstance(value, bool) else kind['type'].__name__,
                        help=f'{comments[name]} ({shown})', **kind)
     given = {k: v for k, v in vars(p.parse_args(argv)).items() if v is not None}
     return p, defaults, given

@@ -104,6 +104,7 @@ def time_versions(versions, x, rounds, repeats, device):
 
 
 def main(argv=None):
+    """Time the three versions at each chosen shape and attention kind and print the table."""
     p, defaults, given = gpt.parse_settings(__file__, globals(), argv, __doc__)
     c = argparse.Namespace(**{**defaults, **given})
     c.device = gpt.choose_device(c.device, p)

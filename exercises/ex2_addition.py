@@ -138,6 +138,7 @@ def train(cfg):
 
 
 def main(argv=None):
+    """Train and score on held-out problems, or with --eval score the saved model."""
     p, defaults, given = gpt.parse_settings(__file__, globals(), argv, __doc__)
     cfg = argparse.Namespace(**{**defaults, **given})
     cfg.device = gpt.choose_device(cfg.device, p)

@@ -110,6 +110,7 @@ def run_step(step, seed, c):
 
 
 def main(argv=None):
+    """Train the chosen rows with each seed and print the table beside the video's figures."""
     p, defaults, given = gpt.parse_settings(__file__, globals(), argv, __doc__)
     c = argparse.Namespace(**{**defaults, **given})
     c.device = gpt.choose_device(c.device, p)
