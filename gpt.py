@@ -7,8 +7,10 @@ as one batch (same math, tests check it); fused attention, bfloat16, torch.compi
 smaller CPU settings; lr warmup and decay (off in the lecture's settings); the checkpoint with the
 best val loss, --resume, temperature and top_k. Below the line that ends the lecture: plumbing."""
 import argparse
+import codecs
 import contextlib
 import hashlib
+import json
 import math
 import os
 import re
@@ -16,6 +18,7 @@ import sys
 import tempfile
 import time
 
+import numpy as np
 import requests
 import torch
 import torch.nn as nn
@@ -57,24 +60,18 @@ top_k = None              # sample only from the top_k likeliest characters (1: 
 
 # ----------------------------------------------------------------------------- data and tokenizer
 def load_data(path, block_size, fetch=False):
-    """Read the text (downloading it first if fetch and missing), encode it and split it 90/10."""
+    """The text encoded by the character tokenizer and split 90/10 (downloaded first if fetch and missing)."""
     if not os.path.exists(path):
         if not fetch:
             raise UserError(f"no such file: {path}")
         download(path)
-    try:
-        with open(path, encoding='utf-8') as f:
-            text = f.read()
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path} is not UTF-8 text (bad byte at offset {e.start}): save it as UTF-8") from None
-    if not text:
-        raise UserError(f"{path} is empty: train on a file with some text in it")
-    chars = sorted(set(text))  # the vocabulary: every character that occurs in the text
-    encode, _ = tokenizer(chars)
-    data = torch.tensor(encode(text), dtype=torch.long)
+    # The lecture: text = open(path).read(); chars = sorted(set(text)); data = torch.tensor(encode(text)).
+    # encode_file (below the lecture) gives the same ids from a binary cache beside the file, memory-mapped, so a
+    # text of any size fits in memory.
+    chars, data = encode_file(path)  # chars: the vocabulary, every character in the text; data: (N,) ids
     n = int(0.9 * len(data))  # first 90% train, rest val
     if min(n, len(data) - n) <= block_size:
-        raise UserError(f"{path} has {len(text)} characters, too few for block_size {block_size}: each split "
+        raise UserError(f"{path} has {len(data)} characters, too few for block_size {block_size}: each split "
                         f"(90% train, 10% val) needs more than {block_size}; use more text or a smaller --block_size")
     return chars, {'train': data[:n], 'val': data[n:]}
 
@@ -87,8 +84,8 @@ def tokenizer(chars):
 def get_batch(data, batch_size, block_size, device, generator=None):
     """A batch of random chunks: inputs x and targets y, which are x shifted by one."""
     ix = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
-    x = torch.stack([data[i:i + block_size] for i in ix])          # (B,T)
-    y = torch.stack([data[i + 1:i + block_size + 1] for i in ix])  # (B,T)
+    x = torch.stack([data[i:i + block_size] for i in ix]).long()          # (B,T)
+    y = torch.stack([data[i + 1:i + block_size + 1] for i in ix]).long()  # (B,T)
     if device == 'cuda':  # pinned memory lets the copy to the GPU overlap with compute
         return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
     return x.to(device), y.to(device)
@@ -356,6 +353,87 @@ def download(path):
         raise UserError(f"the file from {url} has the wrong SHA-256, so it was not saved; try again, "
                         f"or download it by hand and save it as {path}")
     save_atomic(path, lambda f: f.write(r.content))
+
+CACHE_MAGIC = b'gpt.py character cache 1\n'
+
+def encode_file(path, chunk_bytes=2**24):
+    """The vocabulary of the text at path and its ids, memory-mapped from a cache that is rebuilt when the text changes.
+
+    The cache, path + '.cache' (in the temp folder if path's folder is read-only), holds a header (the text's size,
+    modification time and a hash of its ends; the vocabulary) and then one id per character: 1 byte each for up to
+    256 distinct characters, else 2. Building it reads the text twice in chunks, never whole: once for the vocabulary,
+    which also checks the UTF-8 and so finds bad input before anything is written, and once to write the ids."""
+    cache = path + '.cache'
+    if not os.access(os.path.dirname(os.path.abspath(path)), os.W_OK):
+        name = hashlib.sha256(os.path.abspath(path).encode()).hexdigest()[:16]
+        cache = os.path.join(tempfile.gettempdir(), f"gpt-{name}.cache")
+    source = fingerprint(path)
+    header, start = read_cache_header(cache)
+    if header is None or header['source'] != source:  # no cache yet, or the text changed since: encode it
+        if not source['size']:
+            raise UserError(f"{path} is empty: train on a file with some text in it")
+        seen, length = np.zeros(0x110000, dtype=bool), 0  # which code points occur, how many characters
+        for ids in code_points(path, chunk_bytes):  # pass 1
+            seen[ids], length = True, length + len(ids)
+        chars = ''.join(map(chr, np.flatnonzero(seen)))  # sorted(set(text))
+        header = dict(source=source, chars=chars, dtype='uint8' if len(chars) <= 256 else 'uint16', length=length)
+        lut = np.zeros(0x110000, dtype=header['dtype'])  # code point -> id
+        lut[list(map(ord, chars))] = np.arange(len(chars))
+        head = json.dumps(header).encode()
+
+        def write(f):
+            f.write(CACHE_MAGIC + len(head).to_bytes(8, 'little') + head)
+            for ids in code_points(path, chunk_bytes):  # pass 2
+                f.write(lut[ids].tobytes())
+        save_atomic(cache, write)
+        start = len(CACHE_MAGIC) + 8 + len(head)
+    data = np.memmap(cache, dtype=header['dtype'], mode='c', offset=start, shape=(header['length'],))
+    return list(header['chars']), torch.from_numpy(data)  # mode 'c' (copy on write): the file itself never changes
+
+def fingerprint(path):
+    """Size, modification time and a hash of the first and last 64 KiB: what tells that a text changed."""
+    with open(path, 'rb') as f:
+        st = os.fstat(f.fileno())
+        ends = f.read(2**16)
+        f.seek(max(0, st.st_size - 2**16))
+        ends += f.read()
+    return dict(size=st.st_size, mtime_ns=st.st_mtime_ns, ends=hashlib.sha256(ends).hexdigest())
+
+def read_cache_header(cache):
+    """The header of a complete cache file and where its ids start, or (None, 0)."""
+    try:
+        with open(cache, 'rb') as f:
+            if f.read(len(CACHE_MAGIC)) != CACHE_MAGIC:
+                return None, 0
+            head = f.read(int.from_bytes(f.read(8), 'little'))
+            header, start = json.loads(head), len(CACHE_MAGIC) + 8 + len(head)
+            complete = os.fstat(f.fileno()).st_size == start + header['length'] * np.dtype(header['dtype']).itemsize
+            return (header, start) if complete else (None, 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, 0
+
+def code_points(path, chunk_bytes):
+    """The text at path as arrays of Unicode code points, chunk by chunk; a UserError at the first byte that is not UTF-8."""
+    decoder = codecs.getincrementaldecoder('utf-8')()
+    offset = 0
+    with open(path, 'rb') as f:
+        while True:
+            chunk = f.read(chunk_bytes)
+            pending = len(decoder.getstate()[0])  # bytes of a character cut by the previous chunk
+            if chunk and chunk.isascii() and not pending:  # the common case, 5x faster: each byte is its code point
+                offset += len(chunk)
+                yield np.frombuffer(chunk, dtype=np.uint8)
+                continue
+            try:
+                text = decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as e:
+                raise UserError(f"{path} is not UTF-8 text (bad byte at offset {offset - pending + e.start}): "
+                                "save it as UTF-8") from None
+            offset += len(chunk)
+            if text:
+                yield np.frombuffer(text.encode('utf-32-le'), dtype=np.uint32)
+            if not chunk:
+                return
 
 def autocast(device):
     """bfloat16 mixed precision where the hardware has it (CUDA, CPUs with AVX512-BF16), else float32."""

@@ -1,12 +1,20 @@
 """Shared test helpers: the dataset from ../shared (never the internet) and a tiny-run helper."""
+import atexit
 import pathlib
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-DATA = ROOT.parent / 'shared' / 'data' / 'tinyshakespeare.txt'
+SHARED = ROOT.parent / 'shared' / 'data' / 'tinyshakespeare.txt'
+# the tests read a copy, so that gpt.py's cache of it (tinyshakespeare.txt.cache) is written beside the copy
+DATA = pathlib.Path(tempfile.mkdtemp(prefix='gpt-tests-')) / 'tinyshakespeare.txt'
+atexit.register(shutil.rmtree, DATA.parent, ignore_errors=True)
+if SHARED.exists():
+    shutil.copy(SHARED, DATA)
 sys.path.insert(0, str(ROOT))
 
 # a GPT small enough that a whole run (training, samples, more.txt) takes seconds on a CPU
@@ -16,7 +24,7 @@ TINY = ['--device=cpu', '--n_layer=1', '--n_embd=32', '--n_head=2', '--block_siz
 
 @pytest.fixture(scope='session')
 def data_path():
-    assert DATA.exists(), f"the tests need tiny Shakespeare at {DATA} (the shared/ folder beside the checkout)"
+    assert DATA.exists(), f"the tests need tiny Shakespeare at {SHARED} (the shared/ folder beside the checkout)"
     return DATA
 
 
