@@ -5,13 +5,16 @@ the saved checkpoint. Every setting below can be changed on the command line: --
 What differs from the lecture's script: nanoGPT's weight init; the heads of MultiHeadAttention run
 as one batch (same math, tests check it); fused attention, bfloat16, torch.compile where they help;
 smaller CPU settings; lr warmup and decay (off in the lecture's settings); the checkpoint with the
-best val loss, --resume, temperature and top_k. Below the line that ends the lecture: plumbing."""
+best val loss, --resume, --init_from (fine-tuning), temperature and top_k; the text read through a
+memory-mapped cache, so it may be any size; `torchrun` for several GPUs. Below the line that ends
+the lecture: plumbing."""
 import argparse
 import codecs
 import contextlib
 import hashlib
 import json
 import math
+import mmap
 import os
 import re
 import sys
@@ -53,6 +56,7 @@ input_file = 'input.txt'  # training text (tiny Shakespeare is downloaded if thi
 ckpt_path = 'ckpt.pt'     # where the model with the best val loss is saved
 sample = False            # only sample from the checkpoint, no training
 resume = False            # continue an unfinished run from its last evaluation (give the same settings)
+init_from = ''            # fine-tune: start from this checkpoint's weights (same characters and sizes)
 prompt = ''               # text the sample continues
 max_new_tokens = 500      # characters to print after training, or with --sample
 temperature = 1.0         # divides the logits before sampling: below 1 safer, above 1 wilder
@@ -233,22 +237,31 @@ def get_lr(it, cfg):
     progress = (it - cfg.warmup_iters) / max(1, cfg.max_iters - cfg.warmup_iters) if cfg.lr_decay else 0
     return cfg.learning_rate * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
 
-def train(cfg):
-    """Train a GPT on cfg.input_file, keeping the model with the best val loss at cfg.ckpt_path."""
+def train(cfg, rank=0, world=1, model=None):
+    """Train a GPT on cfg.input_file, keeping the model with the best val loss at cfg.ckpt_path.
+
+    Under torchrun (world processes; see start_distributed) all draw the same world * batch_size rows, each trains on
+    its share and the gradients are averaged: the same step as one process with all the rows. Rank 0 evaluates and saves.
+    model: train this one instead of a new GPTLanguageModel (the exercises train variants of it)."""
     chars, splits = load_data(cfg.input_file, cfg.block_size, fetch=cfg.input_file == input_file)
-    model = GPTLanguageModel(len(chars), cfg.n_embd, cfg.n_head, cfg.n_layer, cfg.block_size, cfg.dropout, cfg.flash)
+    if model is None:
+        model = GPTLanguageModel(len(chars), cfg.n_embd, cfg.n_head, cfg.n_layer, cfg.block_size, cfg.dropout, cfg.flash)
+    if cfg.init_from:  # fine-tuning (the video's EX3): start from a trained model's weights
+        init_weights(model, cfg.init_from, chars)
     model.to(cfg.device)
     print(f"{sum(p.numel() for p in model.parameters()):,} parameters; {len(chars)} characters in the vocabulary")
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, fused=cfg.device in ('cuda', 'cpu'))
-    batch = lambda: get_batch(splits['train'], cfg.batch_size, cfg.block_size, cfg.device)
+    batch = lambda: [t.chunk(world)[rank]  # this process's share of the batch (all of it unless under torchrun)
+                     for t in get_batch(splits['train'], cfg.batch_size * world, cfg.block_size, cfg.device)]
     fast = try_compile(model, batch(), cfg.device) if cfg.compile else model
+    stepper = nn.parallel.DistributedDataParallel(fast) if world > 1 else fast  # averages the processes' gradients
     evaluate = lambda: estimate_loss(fast, splits, cfg.eval_iters, cfg.batch_size, cfg.block_size, cfg.device)
     first, best = load_resume(cfg, model, optimizer, chars) if cfg.resume else (0, float('inf'))
     it, tokens, eval_s = first, 0, 0.0
     start = tick = time.time()
     try:
         for it in range(first, max(cfg.max_iters, 1)):  # max_iters=0: the untrained model is evaluated, no step
-            if it % cfg.eval_interval == 0 or it == cfg.max_iters - 1:  # every once in a while: the losses
+            if rank == 0 and (it % cfg.eval_interval == 0 or it == cfg.max_iters - 1):  # now and then: the losses
                 if cfg.device == 'cuda':
                     torch.cuda.synchronize()  # let the GPU finish the queued steps before timing them
                 t = time.time()
@@ -267,18 +280,20 @@ def train(cfg):
                                 else None)  # for --resume: a crash from here on loses nothing before step it
                 tokens, tick = 0, time.time()
                 eval_s += tick - t
-                if cfg.max_iters == 0:
-                    break
+            if cfg.max_iters == 0:
+                break
             for group in optimizer.param_groups:
                 group['lr'] = get_lr(it, cfg)
             xb, yb = batch()
             with autocast(cfg.device):
-                logits, loss = fast(xb, yb)
+                logits, loss = stepper(xb, yb)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            tokens += xb.numel()
+            tokens += xb.numel() * world
     except KeyboardInterrupt:  # Ctrl-C: keep the progress so far, then stop
+        if rank:
+            raise SystemExit(130)
         val = evaluate()['val']
         if val < best:
             best = val
@@ -287,7 +302,8 @@ def train(cfg):
               "sample from it with `python gpt.py --sample`, or continue from the last evaluation with the same "
               "command and --resume")
         raise SystemExit(130)
-    os.remove(resume_path(cfg.ckpt_path))  # the run is complete: nothing left to resume
+    if rank == 0:
+        os.remove(resume_path(cfg.ckpt_path))  # the run is complete: nothing left to resume
     total = time.time() - start
     print(f"trained in {total:.1f}s ({eval_s / total:.0%} of it evaluating); peak memory {peak_memory(cfg.device)}; "
           f"best val loss {best:.4f}, saved to {cfg.ckpt_path}")
@@ -297,14 +313,19 @@ def train(cfg):
 def main(argv=None):
     """Train (unless --sample), then sample from the best checkpoint."""
     cfg = parse_config(argv)
-    print(f"device: {cfg.device} (choose with --device=cuda, mps or cpu)")
+    rank, world = start_distributed(cfg)  # (0, 1) unless started by torchrun
+    print(f"device: {cfg.device} (choose with --device=cuda, mps or cpu)" + (f"; {world} processes" if world > 1 else ""))
     torch.manual_seed(cfg.seed)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # TF32 matmuls on CUDA
     if not cfg.sample:
         print("settings: cpu, a smaller model that trains and samples in about 5 minutes on 2 cores; --settings=lecture "
               "for the lecture's (about a day on a CPU)" if cfg.settings == 'cpu' else
               "settings: the lecture's; --settings=cpu for the small ones that take about 5 minutes on a CPU")
-        train(cfg)
+        train(cfg, rank, world)
+    if world > 1:
+        torch.distributed.destroy_process_group()
+    if rank:  # rank 0 samples
+        return
     model, ckpt = load_checkpoint(cfg.ckpt_path, cfg.device, cfg.flash)
     encode, decode = tokenizer(ckpt['chars'])
     unknown = sorted(set(cfg.prompt) - set(ckpt['chars']))
@@ -387,8 +408,11 @@ def encode_file(path, chunk_bytes=2**24):
                 f.write(lut[ids].tobytes())
         save_atomic(cache, write)
         start = len(CACHE_MAGIC) + 8 + len(head)
-    data = np.memmap(cache, dtype=header['dtype'], mode='c', offset=start, shape=(header['length'],))
-    return list(header['chars']), torch.from_numpy(data)  # mode 'c' (copy on write): the file itself never changes
+    with open(cache, 'rb') as f:
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)  # copy on write: the file itself never changes
+    if hasattr(mapped, 'madvise'):  # batches read a few bytes at random places: read only those pages, none ahead
+        mapped.madvise(mmap.MADV_RANDOM)
+    return list(header['chars']), torch.from_numpy(np.frombuffer(mapped, header['dtype'], header['length'], start))
 
 def fingerprint(path):
     """Size, modification time and a hash of the first and last 64 KiB: what tells that a text changed."""
@@ -435,6 +459,18 @@ def code_points(path, chunk_bytes):
             if not chunk:
                 return
 
+def start_distributed(cfg):
+    """Under `torchrun --nproc_per_node=N gpt.py`, join the N processes (NCCL on GPUs, gloo on CPUs), one GPU each;
+    only rank 0 prints. Returns (rank, N), or (0, 1) when run as `python gpt.py`."""
+    if 'RANK' not in os.environ:
+        return 0, 1
+    if cfg.device == 'cuda':
+        torch.cuda.set_device(int(os.environ['LOCAL_RANK']))  # 'cuda' is now this process's GPU
+    torch.distributed.init_process_group('nccl' if cfg.device == 'cuda' else 'gloo')
+    if torch.distributed.get_rank():
+        sys.stdout = open(os.devnull, 'w')
+    return torch.distributed.get_rank(), torch.distributed.get_world_size()
+
 def autocast(device):
     """bfloat16 mixed precision where the hardware has it (CUDA, CPUs with AVX512-BF16), else float32."""
     native_bf16 = getattr(torch.cpu, '_is_avx512_bf16_supported', lambda: False)()
@@ -478,6 +514,17 @@ def load_checkpoint(path, device, flash):
     except Exception as e:
         raise UserError(f"{path} is not a checkpoint this gpt.py can load ({type(e).__name__}): train a new one")
     return model.to(device), ckpt
+
+def init_weights(model, path, chars):
+    """Copy the weights of the checkpoint at path into model, to fine-tune it: the same characters and sizes, or an error."""
+    _, ckpt = load_checkpoint(path, 'cpu', flash=False)
+    if ckpt['chars'] != chars:
+        raise UserError(f"{path} was trained on other characters than --input_file has: fine-tuning needs the same ones")
+    try:
+        model.load_state_dict(ckpt['model'])
+    except RuntimeError:
+        raise UserError(f"{path} holds a model of other sizes: fine-tune with its --n_embd, --n_head, --n_layer and "
+                        "--block_size") from None
 
 def resume_path(ckpt_path):
     """Where the state for --resume is kept, beside the checkpoint: ckpt.pt -> ckpt.resume.pt."""
@@ -562,7 +609,8 @@ def check_settings(cfg, error):
                  temperature=(lambda v: 0 < v < inf, 'it must be above 0 (1: as trained; greedy is --top_k=1)'),
                  top_k=(lambda v: v is None or v >= 1, 'it must be 1 or more (1: greedy); leave it out for all'),
                  input_file=(lambda v: v and not os.path.isdir(v), 'it must name a file, not a folder'),
-                 ckpt_path=(lambda v: v and not os.path.isdir(v), 'it must name a file, not a folder'))
+                 ckpt_path=(lambda v: v and not os.path.isdir(v), 'it must name a file, not a folder'),
+                 init_from=(lambda v: not v or os.path.isfile(v), 'it must name a checkpoint file (or be left out)'))
     for name, (ok, allowed) in rules.items():
         if not ok(getattr(cfg, name)):
             error(f"--{name}={getattr(cfg, name)!r} is not allowed: {allowed}")

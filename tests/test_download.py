@@ -51,7 +51,7 @@ def test_download_success_writes_the_checked_file(server, tmp_path, monkeypatch)
     chars, splits = gpt.load_data(str(path), 8, fetch=True)  # missing default file: downloaded
     assert path.read_text(encoding='utf-8') == BODY
     assert chars == sorted(set(BODY)) and len(splits['train']) + len(splits['val']) == len(BODY)
-    assert os.listdir(tmp_path) == ['input.txt']  # no temporary file left behind
+    assert sorted(os.listdir(tmp_path)) == ['input.txt', 'input.txt.cache']  # no temporary file left behind
 
 
 def test_checksum_mismatch_is_an_error_and_leaves_no_file(server, tmp_path, monkeypatch):
