@@ -1,0 +1,125 @@
+"""EX3 (pretrain, then fine-tune with --init_from) and EX4 (changes from the literature) at tiny sizes."""
+import argparse
+import random
+import sys
+
+import pytest
+import torch
+
+import gpt
+from conftest import DATA, ROOT, TINY
+
+sys.path.insert(0, str(ROOT / 'exercises'))
+import ex3_pretrain_finetune as ex3  # noqa: E402
+import ex4_literature as ex4  # noqa: E402
+
+VOCAB = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"  # tiny Shakespeare's 65
+
+
+def generated(path, n, seed):
+    """n characters of made-up words over tiny Shakespeare's 65 characters (every one of them occurs)."""
+    rng = random.Random(seed)
+    words = [''.join(rng.choice(VOCAB[2:]) for _ in range(rng.randint(1, 7))) for _ in range(300)]
+    text = VOCAB + ' '.join(rng.choice(words) + rng.choice(' \n') for _ in range(n // 5))
+    path.write_text(text[:n], encoding='utf-8')
+    return path
+
+
+def cfg_for(text, ckpt, *more):
+    return gpt.parse_config([*TINY, f'--input_file={text}', f'--ckpt_path={ckpt}', *more])
+
+
+# ----------------------------------------------------------------------------- EX3 and --init_from
+def test_init_from_starts_exactly_from_the_checkpoints_weights(tmp_path):
+    text = generated(tmp_path / 'a.txt', 20000, 0)
+    gpt.train(cfg_for(text, tmp_path / 'pre.pt'))
+    other = generated(tmp_path / 'b.txt', 20000, 1)  # other text, same characters
+    gpt.train(cfg_for(other, tmp_path / 'start.pt', f'--init_from={tmp_path / "pre.pt"}', '--max_iters=0'))
+    pre, start = (torch.load(tmp_path / f, weights_only=True)['model'] for f in ('pre.pt', 'start.pt'))
+    assert all(torch.equal(pre[k], start[k]) for k in pre)  # max_iters=0 saves the model it starts from
+
+
+def test_init_from_refuses_other_characters_or_sizes(tmp_path):
+    text = generated(tmp_path / 'a.txt', 20000, 0)
+    gpt.train(cfg_for(text, tmp_path / 'pre.pt'))
+    (tmp_path / 'abc.txt').write_text('abc ' * 1000, encoding='utf-8')
+    with pytest.raises(gpt.UserError, match='other characters'):
+        gpt.train(cfg_for(tmp_path / 'abc.txt', tmp_path / 'x.pt', f'--init_from={tmp_path / "pre.pt"}'))
+    with pytest.raises(gpt.UserError, match='other sizes'):
+        gpt.train(cfg_for(text, tmp_path / 'x.pt', f'--init_from={tmp_path / "pre.pt"}', '--n_embd=64'))
+    with pytest.raises(SystemExit):
+        cfg_for(text, tmp_path / 'x.pt', f'--init_from={tmp_path / "missing.pt"}')
+    assert not (tmp_path / 'x.pt').exists()
+
+
+def test_ex3_pretrains_then_fine_tunes_from_those_weights(tmp_path, monkeypatch, capsys):
+    corpus = generated(tmp_path / 'corpus.txt', 30000, 2)
+    small = generated(tmp_path / 'small.txt', 6000, 3)
+    started_from = []
+    monkeypatch.setattr(gpt, 'init_weights', lambda model, path, chars, f=gpt.init_weights:
+                        started_from.append(torch.load(path, weights_only=True)['step']) or f(model, path, chars))
+    rows = ex3.main([f'--corpus={corpus}', f'--input_file={small}', '--pretrain_iters=12', '--finetune_iters=6',
+                     '--eval_iters=2', '--seeds=1'])
+    out = capsys.readouterr().out
+    assert started_from == [11]  # the fine-tune loaded the pretrained checkpoint (its last step), and only it
+    (seed, on_corpus, zero_shot, _, tuned, _, scratch, _), = rows
+    assert seed == 1 and tuned != scratch and abs(on_corpus['train'] - on_corpus['val']) < 0.2
+    assert '| 1 |' in out and 'pretrained, fine-tuned at lr 0.001' in out
+
+
+def test_ex3_corpus_helpers_keep_the_vocabulary_and_find_shared_strings():
+    assert ex3.to_vocabulary('Caf\u00e9 \u201cnaïve\u201d\t"so"  (1900)', VOCAB) == "Cafe naive 'so' "
+    line = 'To be, or not to be, that is the question: whether tis nobler'  # 61 characters
+    starts = ex3.shared_strings('x' * 10 + line + 'y' * 10, f'ABC {line} in the mind')
+    assert starts == list(range(10, 10 + len(line) - 49))  # every 50-character window inside the line
+    assert ex3.shared_strings('z' * 100, line) == []
+
+
+# ----------------------------------------------------------------------------- EX4
+SMALL = argparse.Namespace(n_embd=32, n_head=2, n_layer=2, block_size=16)
+
+
+@pytest.mark.parametrize('variant', ['baseline', *ex4.FEATURES, 'rope+tie+swiglu+qknorm'])
+def test_each_change_keeps_the_model_causal_and_learns(variant):
+    torch.manual_seed(0)
+    model = ex4.build(variant, 65, SMALL)
+    base = sum(p.numel() for p in ex4.build('baseline', 65, SMALL).parameters())
+    n = sum(p.numel() for p in model.parameters())
+    expected = base - 65 * 32 * ('tie' in variant) - 16 * 32 * ('rope' in variant)  # no lm_head, no position table
+    assert n == expected if 'swiglu' not in variant else abs(n - expected) < 0.01 * base  # swiglu: about the same
+    x = torch.randint(65, (2, 16))
+    y = x.clone()
+    y[:, 10:] = torch.randint(65, (2, 6))  # change the last six tokens only
+    assert torch.allclose(model(x)[0][:, :10], model(y)[0][:, :10], atol=1e-6)
+    assert not torch.allclose(model(x)[0][:, 10:], model(y)[0][:, 10:])
+    if 'rope' in variant:  # positions come from the rotation only
+        assert isinstance(model.position_embedding_table, ex4.NoPositions)
+    chars, splits = gpt.load_data(str(DATA), 16)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    first = gpt.estimate_loss(model, splits, 4, 16, 16, 'cpu')['val']
+    for _ in range(40):
+        xb, yb = gpt.get_batch(splits['train'], 16, 16, 'cpu')
+        loss = model(xb, yb)[1]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert gpt.estimate_loss(model, splits, 4, 16, 16, 'cpu')['val'] < first - 0.8
+
+
+def test_rotation_keeps_lengths_and_makes_attention_depend_on_distance_only():
+    q, k = torch.randn(1, 1, 8, 16), torch.randn(1, 1, 8, 16)
+    rq = ex4.rotate(q)
+    torch.testing.assert_close(rq.norm(dim=-1), q.norm(dim=-1))
+    same_q, same_k = q[..., :1, :].expand(1, 1, 8, 16), k[..., :1, :].expand(1, 1, 8, 16)
+    scores = (ex4.rotate(same_q) * ex4.rotate(same_k).roll(1, dims=-2)).sum(-1)  # each position against the one before
+    torch.testing.assert_close(scores[..., 1:], scores[..., 1:2].expand(1, 1, 7))
+
+
+def test_ex4_runs_a_tiny_comparison_and_refuses_unknown_changes(capsys):
+    results = ex4.main(['--variants=rope+tie', '--seeds=1', '--budget_iters=8', '--eval_interval=4',
+                        f'--input_file={DATA}', '--target=9'])
+    out = capsys.readouterr().out
+    assert set(results) == {'baseline', 'rope+tie'} and '| rope+tie |' in out and '| baseline |' in out
+    assert all(r[2] is not None for rs in results.values() for r in rs)  # val 9 is reached at once
+    with pytest.raises(gpt.UserError, match='no change called flash'):
+        ex4.main(['--variants=rope+flash', '--seeds=1', f'--input_file={DATA}'])
