@@ -237,12 +237,12 @@ def get_lr(it, cfg):
     progress = (it - cfg.warmup_iters) / max(1, cfg.max_iters - cfg.warmup_iters) if cfg.lr_decay else 0
     return cfg.learning_rate * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
 
-def train(cfg, rank=0, world=1, model=None):
+def train(cfg, rank=0, world=1, model=None, optimizer=None):
     """Train a GPT on cfg.input_file, keeping the model with the best val loss at cfg.ckpt_path.
 
     Under torchrun (world processes; see start_distributed) all draw the same world * batch_size rows, each trains on
     its share and the gradients are averaged: the same step as one process with all the rows. Rank 0 evaluates and saves.
-    model: train this one instead of a new GPTLanguageModel (the exercises train variants of it)."""
+    model, optimizer: train these instead of a new GPTLanguageModel and AdamW (the exercises' variants)."""
     chars, splits = load_data(cfg.input_file, cfg.block_size, fetch=cfg.input_file == input_file)
     if model is None:
         model = GPTLanguageModel(len(chars), cfg.n_embd, cfg.n_head, cfg.n_layer, cfg.block_size, cfg.dropout, cfg.flash)
@@ -250,7 +250,8 @@ def train(cfg, rank=0, world=1, model=None):
         init_weights(model, cfg.init_from, chars)
     model.to(cfg.device)
     print(f"{sum(p.numel() for p in model.parameters()):,} parameters; {len(chars)} characters in the vocabulary")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, fused=cfg.device in ('cuda', 'cpu'))
+    if optimizer is None:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, fused=cfg.device in ('cuda', 'cpu'))
     batch = lambda: [t.chunk(world)[rank]  # this process's share of the batch (all of it unless under torchrun)
                      for t in get_batch(splits['train'], cfg.batch_size * world, cfg.block_size, cfg.device)]
     fast = try_compile(model, batch(), cfg.device) if cfg.compile else model

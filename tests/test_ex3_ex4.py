@@ -123,3 +123,22 @@ def test_ex4_runs_a_tiny_comparison_and_refuses_unknown_changes(capsys):
     assert all(r[2] is not None for rs in results.values() for r in rs)  # val 9 is reached at once
     with pytest.raises(gpt.UserError, match='no change called flash'):
         ex4.main(['--variants=rope+flash', '--seeds=1', f'--input_file={DATA}'])
+    with pytest.raises(gpt.UserError, match='more than one of swiglu'):
+        ex4.main(['--variants=swiglu+relu2', '--seeds=1', f'--input_file={DATA}'])
+
+
+def test_muon_orthogonalizes_and_trains_through_gpt_train(tmp_path):
+    torch.manual_seed(0)
+    g = torch.linalg.qr(torch.randn(96, 32))[0] @ torch.diag(torch.logspace(-1, 1, 32))  # singular values 0.1 to 10
+    s = torch.linalg.svdvals(ex4.orthogonalize(g))
+    assert 0.5 < s.min() and s.max() < 1.5  # all near 1 after 5 Newton-Schulz steps
+    cfg = cfg_for(DATA, tmp_path / 'ckpt.pt', '--max_iters=30', '--learning_rate=3e-3', '--warmup_iters=0')
+    torch.manual_seed(0)
+    model = ex4.build('muon', 65, cfg)
+    opt = ex4.optimizer_for('muon', model, cfg, 0.02)
+    # Muon: the block's 2 heads x (query, key, value), proj, the MLP's 2 matrices; AdamW: embeddings, lm_head,
+    # biases, LayerNorms (13)
+    assert [len(g['params']) for g in opt.param_groups] == [2 * 3 + 1 + 2, 13]
+    before = [p.detach().clone() for p in model.parameters()]
+    best = gpt.train(cfg, model=model, optimizer=opt)
+    assert best < 3.3 and all(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
