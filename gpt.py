@@ -576,6 +576,22 @@ def parse_settings(path, values, argv=None, description=None, cpu={}):
     given = {k: v for k, v in vars(p.parse_args(argv)).items() if v is not None}
     return p, defaults, given
 
+def exercise_settings(path, values, argv, description, at_least_1=()):
+    """An exercise's settings (parse_settings of its own top lines), its device chosen, --seeds (where it has them) as a
+    list of integers, and the settings named in at_least_1 checked: (parser, settings)."""
+    p, defaults, given = parse_settings(path, values, argv, description)
+    c = argparse.Namespace(**{**defaults, **given})
+    c.device = choose_device(c.device, p)
+    if 'seeds' in defaults:
+        try:
+            c.seeds = [int(s) for s in c.seeds.split(',')]
+        except ValueError:
+            p.error(f"--seeds must be integers separated by commas, like 1337,42, not {c.seeds!r}")
+    for name in at_least_1:
+        if getattr(c, name) < 1:
+            p.error(f"--{name} must be 1 or more, not {getattr(c, name)}")
+    return p, c
+
 def choose_device(name, parser):
     """The device called name; 'auto': the first of cuda, mps and cpu that is available here."""
     available = {'cuda': torch.cuda.is_available(), 'mps': torch.backends.mps.is_available(), 'cpu': True}

@@ -13,7 +13,6 @@ versions of the same layer, with the same weights, are timed forward plus backwa
 `python exercises/ex1_batched_heads.py` times the CPU settings' shapes and the lecture's; results in
 exercises/README.md. A test loads a `MultiHeadAttention`'s weights into `BatchedSelfAttention` and
 checks that outputs and gradients agree."""
-import argparse
 import pathlib
 import statistics
 import sys
@@ -21,7 +20,6 @@ import time
 
 import torch
 import torch.nn as nn
-from torch.nn import functional as F
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import gpt  # noqa: E402
@@ -105,9 +103,7 @@ def time_versions(versions, x, rounds, repeats, device):
 
 def main(argv=None):
     """Time the three versions at each chosen shape and attention kind and print the table."""
-    p, defaults, given = gpt.parse_settings(__file__, globals(), argv, __doc__)
-    c = argparse.Namespace(**{**defaults, **given})
-    c.device = gpt.choose_device(c.device, p)
+    p, c = gpt.exercise_settings(__file__, globals(), argv, __doc__)
     chosen, kinds = c.shapes.split(','), c.attention.split(',')
     if any(s not in SHAPES for s in chosen):
         p.error(f"--shapes must be a comma-separated choice of {', '.join(SHAPES)}, not {c.shapes!r}")

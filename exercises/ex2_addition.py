@@ -13,7 +13,6 @@ on problems it never saw? The setup, as the exercise suggests:
 
 `python exercises/ex2_addition.py` trains and scores; `--eval` scores the saved checkpoint again on
 problems drawn with another `--seed`. Results: exercises/README.md."""
-import argparse
 import pathlib
 import sys
 import time
@@ -139,12 +138,8 @@ def train(cfg):
 
 def main(argv=None):
     """Train and score on held-out problems, or with --eval score the saved model."""
-    p, defaults, given = gpt.parse_settings(__file__, globals(), argv, __doc__)
-    cfg = argparse.Namespace(**{**defaults, **given})
-    cfg.device = gpt.choose_device(cfg.device, p)
-    for name in ('digits', 'n_layer', 'n_head', 'n_embd', 'batch_size', 'max_iters', 'eval_interval', 'eval_problems'):
-        if getattr(cfg, name) < 1:
-            p.error(f"--{name} must be 1 or more, not {getattr(cfg, name)}")
+    p, cfg = gpt.exercise_settings(__file__, globals(), argv, __doc__, at_least_1=(
+        'digits', 'n_layer', 'n_head', 'n_embd', 'batch_size', 'max_iters', 'eval_interval', 'eval_problems'))
     if cfg.digits > 12:
         p.error(f"--digits must be 12 or fewer, not {cfg.digits}: the held-out rule's hash must fit in 64-bit integers")
     if not 0 < cfg.learning_rate < float('inf') or cfg.warmup_iters < 0:

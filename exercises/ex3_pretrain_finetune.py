@@ -27,7 +27,6 @@ Any large UTF-8 text of your own works too: --corpus=your.txt (it needs tiny Sha
 
 `python exercises/ex3_pretrain_finetune.py --prepare` builds corpus.txt, then runs the comparison.
 Results: exercises/README.md."""
-import argparse
 import gzip
 import pathlib
 import random
@@ -171,16 +170,8 @@ def train(c, seed, text_file, ckpt, iters, lr, init_from=''):
 
 def main(argv=None):
     """Pretrain, fine-tune and train from scratch for each seed; print the tables."""
-    p, defaults, given = gpt.parse_settings(__file__, globals(), argv, __doc__)
-    c = argparse.Namespace(**{**defaults, **given})
-    c.device = gpt.choose_device(c.device, p)
-    try:
-        seed_list = [int(s) for s in c.seeds.split(',')]
-    except ValueError:
-        p.error(f"--seeds must be integers separated by commas, like 1337,42, not {c.seeds!r}")
-    for name in ('pretrain_iters', 'finetune_iters', 'eval_iters'):
-        if getattr(c, name) < 1:
-            p.error(f"--{name} must be 1 or more, not {getattr(c, name)}")
+    p, c = gpt.exercise_settings(__file__, globals(), argv, __doc__,
+                                 at_least_1=('pretrain_iters', 'finetune_iters', 'eval_iters'))
     if not 0 < c.finetune_lr < float('inf'):
         p.error(f"--finetune_lr must be a number above 0, like 1e-3, not {c.finetune_lr}")
     shakespeare_chars, _ = gpt.load_data(c.input_file, 64, fetch=c.input_file == input_file)
@@ -194,7 +185,7 @@ def main(argv=None):
           f"{c.pretrain_iters * 16 * 64:,} of them (batch 16 x context 64 x {c.pretrain_iters} steps)")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for seed in seed_list:
+        for seed in c.seeds:
             pre = f'{tmp}/pre{seed}.pt'
             print(f"--- seed {seed}: pretraining on {c.corpus}", flush=True)
             _, pre_s = train(c, seed, c.corpus, pre, c.pretrain_iters, 3e-3)

@@ -21,7 +21,6 @@ eval_interval steps; the time includes the evaluations, as gpt.py prints it).
 
 `python exercises/ex4_literature.py` runs every change alone; `--variants=baseline,rope+tie --budget_iters=8000`
 compares a combination with `python gpt.py`'s CPU run. Results: exercises/README.md."""
-import argparse
 import contextlib
 import io
 import pathlib
@@ -123,15 +122,16 @@ def build(variant, vocab_size, cfg):
 
 
 def orthogonalize(G, steps=5):
-    """About the nearest semi-orthogonal matrix to G (its singular values pushed towards 1): Newton-Schulz iteration."""
+    """About the nearest semi-orthogonal matrix to each matrix in G (..., m, n): singular values pushed towards 1
+    by a Newton-Schulz iteration, as Muon does."""
     a, b, c = 3.4445, -4.7750, 2.0315  # the quintic's coefficients from Muon's reference implementation
-    X = G / (G.norm() + 1e-7)
-    tall = X.size(0) > X.size(1)
-    X = X.T if tall else X
+    X = G / (G.norm(dim=(-2, -1), keepdim=True) + 1e-7)
+    tall = X.size(-2) > X.size(-1)
+    X = X.mT if tall else X
     for _ in range(steps):
-        A = X @ X.T
+        A = X @ X.mT
         X = a * X + (b * A + c * A @ A) @ X
-    return X.T if tall else X
+    return X.mT if tall else X
 
 
 class Muon(torch.optim.Optimizer):
@@ -147,15 +147,19 @@ class Muon(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self):
         for group in self.param_groups:
-            lr, (beta1, beta2) = group['lr'] * group['scale'], group['betas']
-            for p in (p for p in group['params'] if p.grad is not None):
+            lr, (beta1, beta2), mu = group['lr'] * group['scale'], group['betas'], group['momentum']
+            params = [p for p in group['params'] if p.grad is not None]
+            if group['muon']:  # Nesterov momentum, then orthogonalised: matrices of one shape in one batch
+                for shape in {p.shape for p in params}:
+                    same = [p for p in params if p.shape == shape]
+                    bufs = [self.state[p].setdefault('momentum', torch.zeros_like(p)) for p in same]
+                    torch._foreach_mul_(bufs, mu)
+                    torch._foreach_add_(bufs, [p.grad for p in same])
+                    update = orthogonalize(torch.stack([p.grad + mu * buf for p, buf in zip(same, bufs)]))
+                    torch._foreach_add_(same, list(update.unbind(0)), alpha=-lr * max(1.0, shape[0] / shape[1]) ** 0.5)
+                continue
+            for p in params:
                 state = self.state[p]
-                if group['muon']:  # Nesterov momentum, orthogonalised, scaled for the matrix's shape
-                    buf = state.setdefault('momentum', torch.zeros_like(p))
-                    buf.mul_(group['momentum']).add_(p.grad)
-                    update = orthogonalize(p.grad.add(buf, alpha=group['momentum']))
-                    p.add_(update, alpha=-lr * max(1.0, p.size(0) / p.size(1)) ** 0.5)
-                    continue
                 if not state:
                     state.update(step=0, m=torch.zeros_like(p), v=torch.zeros_like(p))
                 state['step'] += 1
@@ -227,16 +231,7 @@ def train(variant, seed, iters, c):
 
 def main(argv=None):
     """Time each variant's step, train each for the baseline's wall time with every seed, print the table."""
-    p, defaults, given = gpt.parse_settings(__file__, globals(), argv, __doc__)
-    c = argparse.Namespace(**{**defaults, **given})
-    c.device = gpt.choose_device(c.device, p)
-    try:
-        seed_list = [int(s) for s in c.seeds.split(',')]
-    except ValueError:
-        p.error(f"--seeds must be integers separated by commas, like 1337,42, not {c.seeds!r}")
-    for name in ('budget_iters', 'eval_interval'):
-        if getattr(c, name) < 1:
-            p.error(f"--{name} must be 1 or more, not {getattr(c, name)}")
+    p, c = gpt.exercise_settings(__file__, globals(), argv, __doc__, at_least_1=('budget_iters', 'eval_interval'))
     names = c.variants.split(',')
     for v in names:
         check_variant(v)
@@ -248,13 +243,13 @@ def main(argv=None):
     for v in names:
         print(f"{v}: {per_step[v] * 1000:.1f} ms a step -> {iters[v]} steps in the baseline's time", flush=True)
     results = {v: [] for v in names}
-    for seed in seed_list:  # seeds outermost: the variants of one seed run close together in time
+    for seed in c.seeds:  # seeds outermost: the variants of one seed run close together in time
         for v in names:
             results[v].append(train(v, seed, iters[v], c))
             best, seconds, reached, _, _ = results[v][-1]
             print(f"{v}, seed {seed}: best val {best:.4f} in {seconds:.0f}s; val <= {c.target} at "
                   f"{'never' if reached is None else f'{reached:.0f}s'}", flush=True)
-    print(f"\n| variant | parameters | steps | best val loss: mean (range) over seeds {', '.join(map(str, seed_list))} "
+    print(f"\n| variant | parameters | steps | best val loss: mean (range) over seeds {', '.join(map(str, c.seeds))} "
           f"| vs baseline | seconds | best val within the baseline's seconds | seconds to val {c.target} |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     base = statistics.mean(r[0] for r in results['baseline'])

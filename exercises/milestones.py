@@ -10,7 +10,6 @@ those points. The last row runs `gpt.py` itself, with the settings it picks for 
 
 `python exercises/milestones.py` runs every row; `--steps=head,multihead` some of them; `--seeds=1337,42`
 several seeds. Results: exercises/README.md."""
-import argparse
 import pathlib
 import sys
 import tempfile
@@ -111,28 +110,20 @@ def run_step(step, seed, c):
 
 def main(argv=None):
     """Train the chosen rows with each seed and print the table beside the video's figures."""
-    p, defaults, given = gpt.parse_settings(__file__, globals(), argv, __doc__)
-    c = argparse.Namespace(**{**defaults, **given})
-    c.device = gpt.choose_device(c.device, p)
+    p, c = gpt.exercise_settings(__file__, globals(), argv, __doc__, at_least_1=(
+        'batch_size', 'block_size', 'n_embd', 'n_head', 'n_layer', 'max_iters', 'eval_interval', 'eval_iters'))
     chosen = list(VIDEO) if c.steps == 'all' else c.steps.split(',')
     unknown = [s for s in chosen if s not in VIDEO]
     if unknown:
         p.error(f"--steps: no step called {', '.join(unknown)}; choose from {','.join(VIDEO)} or all")
-    try:
-        seed_list = [int(s) for s in c.seeds.split(',')]
-    except ValueError:
-        p.error(f"--seeds must be integers separated by commas, like 1337,42, not {c.seeds!r}")
-    for name in ('batch_size', 'block_size', 'n_embd', 'n_head', 'n_layer', 'max_iters', 'eval_interval', 'eval_iters'):
-        if getattr(c, name) < 1:
-            p.error(f"--{name} must be 1 or more, not {getattr(c, name)}")
     if c.n_embd % c.n_head:
         p.error(f"n_embd ({c.n_embd}) must be divisible by n_head ({c.n_head}): each head gets n_embd // n_head")
     rows = {}
     for step in chosen:
-        for seed in seed_list:
+        for seed in c.seeds:
             print(f"--- {step} (seed {seed}): {WHAT[step]}", flush=True)
             rows.setdefault(step, []).append(run_step(step, seed, c))
-    print(f"\n| step | the model | parameters | val loss, seed {', '.join(map(str, seed_list))} | the video's "
+    print(f"\n| step | the model | parameters | val loss, seed {', '.join(map(str, c.seeds))} | the video's "
           f"| measured - video | trained | seconds |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for step, results in rows.items():
