@@ -174,9 +174,9 @@ def main(argv=None):
                                  at_least_1=('pretrain_iters', 'finetune_iters', 'eval_iters'))
     if not 0 < c.finetune_lr < float('inf'):
         p.error(f"--finetune_lr must be a number above 0, like 1e-3, not {c.finetune_lr}")
-    shakespeare_chars, _ = gpt.load_data(c.input_file, 64, fetch=c.input_file == input_file)
+    shakespeare_chars, ts_splits = gpt.load_data(c.input_file, 64, fetch=c.input_file == input_file)
     if c.prepare:
-        build_corpus(c.corpus, ''.join(open(c.input_file, encoding='utf-8').read()))
+        build_corpus(c.corpus, pathlib.Path(c.input_file).read_text(encoding='utf-8'))
     corpus_chars, corpus_splits = gpt.load_data(c.corpus, 64)
     if corpus_chars != shakespeare_chars:
         raise gpt.UserError(f"{c.corpus} has {len(corpus_chars)} characters, not tiny Shakespeare's 65: fine-tuning "
@@ -190,7 +190,6 @@ def main(argv=None):
             print(f"--- seed {seed}: pretraining on {c.corpus}", flush=True)
             _, pre_s = train(c, seed, c.corpus, pre, c.pretrain_iters, 3e-3)
             model, _ = gpt.load_checkpoint(pre, c.device, flash=False)
-            _, ts_splits = gpt.load_data(c.input_file, 64)
             on_corpus = gpt.estimate_loss(model, corpus_splits, c.eval_iters * 4, 16, 64, c.device)
             zero_shot = gpt.estimate_loss(model, ts_splits, c.eval_iters * 4, 16, 64, c.device)['val']
             print(f"--- seed {seed}: fine-tuning on tiny Shakespeare", flush=True)
