@@ -11,6 +11,7 @@ the lecture: plumbing."""
 import argparse
 import codecs
 import contextlib
+import gc
 import hashlib
 import json
 import math
@@ -323,7 +324,9 @@ def main(argv=None):
               "for the lecture's (about a day on a CPU)" if cfg.settings == 'cpu' else
               "settings: the lecture's; --settings=cpu for the small ones that take about 5 minutes on a CPU")
         train(cfg, rank, world)
-    if world > 1:
+    if world > 1:  # free DistributedDataParallel's last gloo work before the group goes: otherwise an exit can abort
+        gc.collect()
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     if rank:  # rank 0 samples
         return
