@@ -324,10 +324,7 @@ def main(argv=None):
               "for the lecture's (about a day on a CPU)" if cfg.settings == 'cpu' else
               "settings: the lecture's; --settings=cpu for the small ones that take about 5 minutes on a CPU")
         train(cfg, rank, world)
-    if world > 1:  # free DistributedDataParallel's last gloo work before the group goes: otherwise an exit can abort
-        gc.collect()
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+    stop_distributed(world)
     if rank:  # rank 0 samples
         return
     model, ckpt = load_checkpoint(cfg.ckpt_path, cfg.device, cfg.flash)
@@ -474,6 +471,14 @@ def start_distributed(cfg):
     if torch.distributed.get_rank():
         sys.stdout = open(os.devnull, 'w')
     return torch.distributed.get_rank(), torch.distributed.get_world_size()
+
+def stop_distributed(world):
+    """Under torchrun, leave the process group together. DistributedDataParallel's last gloo work is freed first:
+    a process that exits while it is still held can abort ('terminate called without an active exception')."""
+    if world > 1:
+        gc.collect()
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 def autocast(device):
     """bfloat16 mixed precision where the hardware has it (CUDA, CPUs with AVX512-BF16), else float32."""
