@@ -18,6 +18,7 @@ import math
 import mmap
 import os
 import re
+import signal
 import sys
 import tempfile
 import time
@@ -239,51 +240,23 @@ def get_lr(it, cfg):
     return cfg.learning_rate * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
 
 def train(cfg, rank=0, world=1, model=None, optimizer=None):
-    """Train a GPT on cfg.input_file, keeping the model with the best val loss at cfg.ckpt_path.
-
-    Under torchrun (world processes; see start_distributed) all draw the same world * batch_size rows, each trains on
-    its share and the gradients are averaged: the same step as one process with all the rows. Rank 0 evaluates and saves.
-    model, optimizer: train these instead of a new GPTLanguageModel and AdamW (the exercises' variants)."""
+    """Train a GPT on cfg.input_file; the model with the best val loss is saved at cfg.ckpt_path, its val loss returned.
+    model, optimizer: train these instead of a new GPTLanguageModel and AdamW (the exercises' variants). rank, world:
+    this process and how many there are under torchrun (see start_distributed)."""
     chars, splits = load_data(cfg.input_file, cfg.block_size, fetch=cfg.input_file == input_file)
     if model is None:
         model = GPTLanguageModel(len(chars), cfg.n_embd, cfg.n_head, cfg.n_layer, cfg.block_size, cfg.dropout, cfg.flash)
-    if cfg.init_from:  # fine-tuning (the video's EX3): start from a trained model's weights
-        init_weights(model, cfg.init_from, chars)
-    model.to(cfg.device)
-    print(f"{sum(p.numel() for p in model.parameters()):,} parameters; {len(chars)} characters in the vocabulary")
+    run = TrainingRun(cfg, model, chars, rank, world)  # below the lecture: --init_from, the device, the parameter count
     if optimizer is None:
-        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, fused=cfg.device in ('cuda', 'cpu'))
+        optimizer = adamw(model.parameters(), cfg.learning_rate, cfg.device)
     batch = lambda: [t.chunk(world)[rank]  # this process's share of the batch (all of it unless under torchrun)
                      for t in get_batch(splits['train'], cfg.batch_size * world, cfg.block_size, cfg.device)]
-    fast = try_compile(model, batch(), cfg.device) if cfg.compile else model
-    stepper = nn.parallel.DistributedDataParallel(fast) if world > 1 else fast  # averages the processes' gradients
-    evaluate = lambda: estimate_loss(fast, splits, cfg.eval_iters, cfg.batch_size, cfg.block_size, cfg.device)
-    first, best = load_resume(cfg, model, optimizer, chars) if cfg.resume else (0, float('inf'))
-    it, tokens, eval_s = first, 0, 0.0
-    start = tick = time.time()
-    try:
-        for it in range(first, max(cfg.max_iters, 1)):  # max_iters=0: the untrained model is evaluated, no step
-            if rank == 0 and (it % cfg.eval_interval == 0 or it == cfg.max_iters - 1):  # now and then: the losses
-                if cfg.device == 'cuda':
-                    torch.cuda.synchronize()  # let the GPU finish the queued steps before timing them
-                t = time.time()
-                speed = f", {tokens / (t - tick):,.0f} tokens/s" if tokens else ""
-                losses = evaluate()
-                if not all(map(math.isfinite, losses.values())):
-                    raise UserError(f"the loss became {losses['train']} by step {it}: training diverged; "
-                                    "try a smaller --learning_rate")
-                if losses['val'] < best:
-                    best = losses['val']
-                    save_checkpoint(cfg.ckpt_path, model, chars, cfg, it, best)
-                print(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}, "
-                      f"{time.time() - start:.1f}s{speed}", flush=True)
-                save_checkpoint(resume_path(cfg.ckpt_path), model, chars, cfg, it, best, optimizer=optimizer.state_dict(),
-                                rng=torch.get_rng_state(), cuda_rng=torch.cuda.get_rng_state() if cfg.device == 'cuda'
-                                else None)  # for --resume: a crash from here on loses nothing before step it
-                tokens, tick = 0, time.time()
-                eval_s += tick - t
-            if cfg.max_iters == 0:
-                break
+    stepper = run.speed_up(batch)  # torch.compile where it works; under torchrun, gradients averaged across processes
+    evaluate = lambda: estimate_loss(run.fast, splits, cfg.eval_iters, cfg.batch_size, cfg.block_size, cfg.device)
+    with run.steps(optimizer, evaluate) as steps:  # from 0 (or --resume's step); Ctrl-C saves the best model first
+        for it in steps:
+            if it % cfg.eval_interval == 0 or it == cfg.max_iters - 1:  # every once in a while: the losses
+                run.report(it)  # printed with time and tokens/s, the best model saved (rank 0)
             for group in optimizer.param_groups:
                 group['lr'] = get_lr(it, cfg)
             xb, yb = batch()
@@ -292,24 +265,8 @@ def train(cfg, rank=0, world=1, model=None, optimizer=None):
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            tokens += xb.numel() * world
-    except KeyboardInterrupt:  # Ctrl-C: keep the progress so far, then stop
-        if rank:
-            raise SystemExit(130)
-        val = evaluate()['val']
-        if val < best:
-            best = val
-            save_checkpoint(cfg.ckpt_path, model, chars, cfg, it, best)
-        print(f"\ninterrupted at step {it}: {cfg.ckpt_path} holds the best model so far (val loss {best:.4f}); "
-              "sample from it with `python gpt.py --sample`, or continue from the last evaluation with the same "
-              "command and --resume")
-        raise SystemExit(130)
-    if rank == 0:
-        os.remove(resume_path(cfg.ckpt_path))  # the run is complete: nothing left to resume
-    total = time.time() - start
-    print(f"trained in {total:.1f}s ({eval_s / total:.0%} of it evaluating); peak memory {peak_memory(cfg.device)}; "
-          f"best val loss {best:.4f}, saved to {cfg.ckpt_path}")
-    return best
+            run.tokens += xb.numel() * world
+    return run.best
 
 # ----------------------------------------------------------------------------- sampling
 def main(argv=None):
@@ -407,12 +364,15 @@ def encode_file(path, chunk_bytes=2**24):
             f.write(CACHE_MAGIC + len(head).to_bytes(8, 'little') + head)
             for ids in code_points(path, chunk_bytes):  # pass 2
                 f.write(lut[ids].tobytes())
-        save_atomic(cache, write)
+        try:
+            save_atomic(cache, write)
+        except PermissionError:  # Windows: the old cache is still mapped by this process and cannot be replaced
+            return list(chars), torch.from_numpy(np.concatenate([lut[ids] for ids in code_points(path, chunk_bytes)]))
         start = len(CACHE_MAGIC) + 8 + len(head)
     with open(cache, 'rb') as f:
         mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)  # copy on write: the file itself never changes
-    if hasattr(mapped, 'madvise'):  # batches read a few bytes at random places: read only those pages, none ahead
-        mapped.madvise(mmap.MADV_RANDOM)
+    if hasattr(mapped, 'madvise') and hasattr(mmap, 'MADV_RANDOM'):  # batches read a few bytes at random places:
+        mapped.madvise(mmap.MADV_RANDOM)  # read only those pages, none ahead (Windows has no madvise)
     return list(header['chars']), torch.from_numpy(np.frombuffer(mapped, header['dtype'], header['length'], start))
 
 def fingerprint(path):
@@ -480,6 +440,86 @@ def stop_distributed(world):
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
 
+class TrainingRun:
+    """What gpt.py's training adds to the lecture's loop: fine-tuning's start, compile, torchrun, --resume, timing and
+    tokens/s, the divergence check, the best checkpoint, the evaluation history, and Ctrl-C, which saves before it stops."""
+    def __init__(self, cfg, model, chars, rank=0, world=1):
+        if cfg.init_from:  # fine-tuning (the video's EX3): start from a trained model's weights
+            init_weights(model, cfg.init_from, chars)
+        self.cfg, self.model, self.chars, self.rank, self.world = cfg, model.to(cfg.device), chars, rank, world
+        self.fast, self.best, self.tokens, self.eval_s, self.history = model, float('inf'), 0, 0.0, []
+        print(f"{sum(p.numel() for p in model.parameters()):,} parameters; {len(chars)} characters in the vocabulary")
+
+    def speed_up(self, batch):
+        """The model that trains: compiled (tried on batch()) if cfg.compile, wrapped to average gradients under torchrun."""
+        self.fast = try_compile(self.model, batch(), self.cfg.device) if self.cfg.compile else self.model
+        return nn.parallel.DistributedDataParallel(self.fast) if self.world > 1 else self.fast
+
+    @contextlib.contextmanager
+    def steps(self, optimizer, evaluate):
+        """The steps to take, from 0 or the resumed run's step; afterwards the summary, or on Ctrl-C the best model saved."""
+        cfg, self.optimizer, self.evaluate = self.cfg, optimizer, evaluate
+        first = 0
+        if cfg.resume:
+            first, self.best, self.history = load_resume(cfg, self.model, optimizer, self.chars)
+        self.start = self.tick = time.time()
+        self.it = first
+
+        def counting():
+            for self.it in range(first, cfg.max_iters):
+                yield self.it
+        try:
+            yield counting()
+            if cfg.max_iters == 0:  # no step: the untrained model is evaluated and saved
+                self.report(0)
+        except KeyboardInterrupt:  # Ctrl-C: keep the progress so far, then stop
+            if self.rank:
+                raise SystemExit(130)
+            self.save_if_best(self.it, evaluate()['val'])
+            print(f"\ninterrupted at step {self.it}: {cfg.ckpt_path} holds the best model so far (val loss {self.best:.4f}); "
+                  "sample from it with `python gpt.py --sample`, or continue from the last evaluation with the same "
+                  "command and --resume")
+            raise SystemExit(130)
+        if self.rank == 0:
+            os.remove(resume_path(cfg.ckpt_path))  # the run is complete: nothing left to resume
+            total = time.time() - self.start
+            print(f"trained in {total:.1f}s ({self.eval_s / total:.0%} of it evaluating); peak memory "
+                  f"{peak_memory(cfg.device)}; best val loss {self.best:.4f}, saved to {cfg.ckpt_path}")
+
+    def report(self, it):
+        """Rank 0 evaluates: the losses printed with the time and tokens/s, the best model and the resume state saved."""
+        if self.rank:
+            return
+        if self.cfg.device == 'cuda':
+            torch.cuda.synchronize()  # let the GPU finish the queued steps before timing them
+        t = time.time()
+        speed = f", {self.tokens / (t - self.tick):,.0f} tokens/s" if self.tokens else ""
+        losses = self.evaluate()
+        if not all(map(math.isfinite, losses.values())):
+            raise UserError(f"the loss became {losses['train']} by step {it}: training diverged; "
+                            "try a smaller --learning_rate")
+        self.history.append((it, round(t - self.start, 3), losses['train'], losses['val']))
+        self.save_if_best(it, losses['val'])
+        print(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}, "
+              f"{time.time() - self.start:.1f}s{speed}", flush=True)
+        save_checkpoint(resume_path(self.cfg.ckpt_path), self.model, self.chars, self.cfg, it, self.best,
+                        self.history, optimizer=self.optimizer.state_dict(), rng=torch.get_rng_state(),
+                        cuda_rng=torch.cuda.get_rng_state() if self.cfg.device == 'cuda' else None)  # for --resume
+        self.tokens, self.tick = 0, time.time()
+        self.eval_s += self.tick - t
+
+    def save_if_best(self, it, val):
+        if val < self.best:
+            self.best = val
+            save_checkpoint(self.cfg.ckpt_path, self.model, self.chars, self.cfg, it, val, self.history)
+
+def adamw(params, lr, device):
+    """AdamW, fused into one kernel where PyTorch has it for the device (CUDA, CPU), else the plain one (MPS)."""
+    try:
+        return torch.optim.AdamW(params, lr=lr, fused=device in ('cuda', 'cpu'))
+    except (RuntimeError, TypeError):  # an older PyTorch, or a device without the fused kernel
+        return torch.optim.AdamW(params, lr=lr)
+
 def autocast(device):
     """bfloat16 mixed precision where the hardware has it (CUDA, CPUs with AVX512-BF16), else float32."""
     native_bf16 = getattr(torch.cpu, '_is_avx512_bf16_supported', lambda: False)()
@@ -499,16 +539,21 @@ def try_compile(model, batch, device):
         return model
 
 def peak_memory(device):
-    """Peak memory: allocated on the GPU with CUDA, else the process's peak resident set (Linux, macOS)."""
+    """Peak memory: allocated on the GPU with CUDA, else the process's peak resident set where the system tells it."""
     if device == 'cuda':
         return f"{torch.cuda.max_memory_allocated() / 2**20:,.0f} MiB on the GPU"
-    import resource
+    try:
+        import resource  # Linux and macOS; Windows has no such module
+    except ImportError:
+        return "not measured on this system"
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # bytes on macOS, KiB on Linux
     return f"{rss / (2**20 if sys.platform == 'darwin' else 2**10):,.0f} MiB RSS"
 
-def save_checkpoint(path, model, chars, cfg, step, val_loss, **more):
-    """Save weights, vocabulary, settings (the model's sizes among them), step, val loss and more, atomically."""
-    ckpt = dict(model=model.state_dict(), chars=chars, config=vars(cfg), step=step, val_loss=val_loss, **more)
+def save_checkpoint(path, model, chars, cfg, step, val_loss, history=(), **more):
+    """Save weights, vocabulary, settings (the model's sizes among them), step, val loss, the evaluation history
+    (step, seconds, train loss, val loss) and more, atomically."""
+    ckpt = dict(model=model.state_dict(), chars=chars, config=vars(cfg), step=step, val_loss=val_loss,
+                history=list(history), **more)
     save_atomic(path, lambda f: torch.save(ckpt, f))
 
 def load_checkpoint(path, device, flash):
@@ -541,7 +586,7 @@ def resume_path(ckpt_path):
     return f"{root}.resume{ext or '.pt'}"
 
 def load_resume(cfg, model, optimizer, chars):
-    """Put back the state of the unfinished run at cfg.ckpt_path; returns its step and best val loss."""
+    """Put back the state of the unfinished run at cfg.ckpt_path; returns its step, best val loss and history."""
     path = resume_path(cfg.ckpt_path)
     if not os.path.exists(path):
         raise UserError(f"nothing to resume: no {path} (it is kept while a run is unfinished); "
@@ -563,7 +608,12 @@ def load_resume(cfg, model, optimizer, chars):
         raise UserError(f"the run at {path} had other settings or text: resume with the same ones "
                         f"({' '.join(differ) or 'its text had other characters'})")
     print(f"resuming {path} at step {state['step']} (best val loss so far {state['val_loss']:.4f})")
-    return state['step'], state['val_loss']
+    return state['step'], state['val_loss'], state['history']
+
+class SettingsParser(argparse.ArgumentParser):
+    """argparse, but a mistake is one line on stderr (what is wrong, and where to look), exit code 2, no usage dump."""
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}; --help lists every setting\n")
 
 def true_or_false(s):
     """A boolean setting from the command line: True or False."""
@@ -574,7 +624,7 @@ def parse_settings(path, values, argv=None, description=None, cpu={}):
     with open(path, encoding='utf-8') as f:
         comments = dict(re.findall(r'^(\w+) += [^#\n]+# (.+)$', f.read(), re.M))
     defaults = {name: values[name] for name in comments}
-    p = argparse.ArgumentParser(description=description, allow_abbrev=False)
+    p = SettingsParser(prog=os.path.basename(path), description=description, allow_abbrev=False)
     for name, value in defaults.items():
         shown = f'lecture: {value!r}, CPU: {cpu[name]!r}' if name in cpu else f'default: {value!r}'
         kind = dict(type=true_or_false, nargs='?', const=True) if isinstance(value, bool) else \
@@ -583,22 +633,6 @@ def parse_settings(path, values, argv=None, description=None, cpu={}):
                        help=f'{comments[name]} ({shown})', **kind)
     given = {k: v for k, v in vars(p.parse_args(argv)).items() if v is not None}
     return p, defaults, given
-
-def exercise_settings(path, values, argv, description, at_least_1=()):
-    """An exercise's settings (parse_settings of its own top lines), its device chosen, --seeds (where it has them) as a
-    list of integers, and the settings named in at_least_1 checked: (parser, settings)."""
-    p, defaults, given = parse_settings(path, values, argv, description)
-    c = argparse.Namespace(**{**defaults, **given})
-    c.device = choose_device(c.device, p)
-    if 'seeds' in defaults:
-        try:
-            c.seeds = [int(s) for s in c.seeds.split(',')]
-        except ValueError:
-            p.error(f"--seeds must be integers separated by commas, like 1337,42, not {c.seeds!r}")
-    for name in at_least_1:
-        if getattr(c, name) < 1:
-            p.error(f"--{name} must be 1 or more, not {getattr(c, name)}")
-    return p, c
 
 def choose_device(name, parser):
     """The device called name; 'auto': the first of cuda, mps and cpu that is available here."""
@@ -622,10 +656,10 @@ def parse_config(argv=None):
     return cfg
 
 def check_settings(cfg, error):
-    """Every setting, checked before anything is downloaded, trained or sampled: error(one line) if one is wrong."""
+    """Every setting cfg has, checked before anything is downloaded, trained or sampled: error(one line) if one is wrong."""
     inf = float('inf')
     rules = {name: (lambda v: v >= 1, 'it must be 1 or more')
-             for name in ('batch_size', 'block_size', 'eval_interval', 'eval_iters', 'n_embd', 'n_head')}
+             for name in ('batch_size', 'block_size', 'eval_interval', 'eval_iters', 'n_embd', 'n_head', 'num_samples')}
     rules.update({name: (lambda v: v >= 0, 'it must be 0 or more (0: none, see README)')
                   for name in ('max_iters', 'warmup_iters', 'n_layer', 'max_new_tokens')})
     rules.update(seed=(lambda v: 0 <= v < 2**63, 'it must be between 0 and 2**63 - 1'),
@@ -637,12 +671,14 @@ def check_settings(cfg, error):
                  ckpt_path=(lambda v: v and not os.path.isdir(v), 'it must name a file, not a folder'),
                  init_from=(lambda v: not v or os.path.isfile(v), 'it must name a checkpoint file (or be left out)'))
     for name, (ok, allowed) in rules.items():
-        if not ok(getattr(cfg, name)):
+        if hasattr(cfg, name) and not ok(getattr(cfg, name)):
             error(f"--{name}={getattr(cfg, name)!r} is not allowed: {allowed}")
-    if cfg.n_embd % cfg.n_head:
+    if hasattr(cfg, 'n_head') and cfg.n_embd % cfg.n_head:
         error(f"n_embd ({cfg.n_embd}) must be divisible by n_head ({cfg.n_head}): each head gets n_embd // n_head")
     if os.path.exists(cfg.input_file) and not os.access(cfg.input_file, os.R_OK):
         error(f"--input_file={cfg.input_file!r} cannot be read: check its permissions")
+    if not hasattr(cfg, 'ckpt_path'):
+        return
     folder = os.path.dirname(os.path.abspath(cfg.ckpt_path))
     if not cfg.sample and not (os.path.isdir(folder) and os.access(folder, os.W_OK)):
         error(f"--ckpt_path={cfg.ckpt_path!r} is not allowed: its folder {folder} must exist and be writable")
@@ -651,6 +687,10 @@ def check_settings(cfg, error):
 
 def run(main):
     """Run a script's main: a UserError ends it with a one-line message and exit code 1, no traceback."""
+    if hasattr(sys.stdout, 'reconfigure'):  # a console that cannot show a character (Windows' cp1252) shows '?'
+        sys.stdout.reconfigure(errors='replace')
+    if hasattr(signal, 'SIGBREAK'):  # Windows: Ctrl-Break stops a run as Ctrl-C does (saving first while training)
+        signal.signal(signal.SIGBREAK, signal.default_int_handler)
     try:
         main()
     except UserError as e:

@@ -21,6 +21,7 @@ import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import gpt  # noqa: E402
+from _shared import exercise_settings  # noqa: E402
 
 # settings (each can be changed on the command line: --name=value)
 digits = 3             # digits of a and b: problems a+b= with a, b below 10**digits
@@ -113,7 +114,7 @@ def train(cfg):
     cfg.block_size = 3 * cfg.digits + 2  # inputs are the rows without their last token
     model = gpt.GPTLanguageModel(len(chars), cfg.n_embd, cfg.n_head, cfg.n_layer, cfg.block_size, 0.0).to(cfg.device)
     print(f"{sum(p.numel() for p in model.parameters()):,} parameters; training on {cfg.digits}-digit problems")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, fused=cfg.device in ('cuda', 'cpu'))
+    optimizer = gpt.adamw(model.parameters(), cfg.learning_rate, cfg.device)
     start = time.time()
     for it in range(cfg.max_iters + 1):
         if it % cfg.eval_interval == 0 or it == cfg.max_iters:  # a quick look at 1,000 held-out problems
@@ -138,7 +139,7 @@ def train(cfg):
 
 def main(argv=None):
     """Train and score on held-out problems, or with --eval score the saved model."""
-    p, cfg = gpt.exercise_settings(__file__, globals(), argv, __doc__, at_least_1=(
+    p, cfg = exercise_settings(__file__, globals(), argv, __doc__, at_least_1=(
         'digits', 'n_layer', 'n_head', 'n_embd', 'batch_size', 'max_iters', 'eval_interval', 'eval_problems'))
     if cfg.digits > 12:
         p.error(f"--digits must be 12 or fewer, not {cfg.digits}: the held-out rule's hash must fit in 64-bit integers")

@@ -31,6 +31,7 @@ import gzip
 import pathlib
 import random
 import re
+import shutil
 import struct
 import subprocess
 import sys
@@ -44,6 +45,7 @@ import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import gpt  # noqa: E402
+from _shared import exercise_settings  # noqa: E402
 
 # settings (each can be changed on the command line: --name=value)
 corpus = 'corpus.txt'     # the large pretraining text (any UTF-8 text with tiny Shakespeare's 65 characters)
@@ -111,6 +113,9 @@ def shared_strings(text, other, n=OVERLAP):
 def build_corpus(path, shakespeare):
     """Download the packages, extract the texts, keep tiny Shakespeare's characters, remove the overlap; write path."""
     chars = sorted(set(shakespeare))
+    if not (shutil.which('apt-get') and shutil.which('dpkg-deb')):
+        raise gpt.UserError("--prepare takes the corpus from Debian's packages and needs apt-get and dpkg-deb (Debian "
+                            "or Ubuntu); on this system use any large UTF-8 text of your own: --corpus=your.txt")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)
         try:
@@ -170,7 +175,7 @@ def train(c, seed, text_file, ckpt, iters, lr, init_from=''):
 
 def main(argv=None):
     """Pretrain, fine-tune and train from scratch for each seed; print the tables."""
-    p, c = gpt.exercise_settings(__file__, globals(), argv, __doc__,
+    p, c = exercise_settings(__file__, globals(), argv, __doc__,
                                  at_least_1=('pretrain_iters', 'finetune_iters', 'eval_iters'))
     if not 0 < c.finetune_lr < float('inf'):
         p.error(f"--finetune_lr must be a number above 0, like 1e-3, not {c.finetune_lr}")

@@ -36,6 +36,7 @@ from torch.nn import functional as F
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import gpt  # noqa: E402
+from _shared import exercise_settings  # noqa: E402
 
 # settings (each can be changed on the command line: --name=value)
 variants = 'baseline,rope,tie,swiglu,relu2,gelu,qknorm'  # comma-separated; join changes with +, like rope+tie
@@ -190,8 +191,7 @@ def check_variant(variant):
 def step_times(names, vocab_size, cfg, splits, muon_lr, rounds=6, steps=30):
     """Seconds per training step of each variant, timed in turn (interleaved rounds, each in another order; median)."""
     models = {v: build(v, vocab_size, cfg).to(cfg.device) for v in names}
-    optims = {v: optimizer_for(v, m, cfg, muon_lr) or torch.optim.AdamW(m.parameters(), lr=cfg.learning_rate,
-                                                                       fused=cfg.device in ('cuda', 'cpu'))
+    optims = {v: optimizer_for(v, m, cfg, muon_lr) or gpt.adamw(m.parameters(), cfg.learning_rate, cfg.device)
               for v, m in models.items()}
     times = {v: [] for v in names}
     for r in range(rounds + 1):
@@ -231,7 +231,7 @@ def train(variant, seed, iters, c):
 
 def main(argv=None):
     """Time each variant's step, train each for the baseline's wall time with every seed, print the table."""
-    p, c = gpt.exercise_settings(__file__, globals(), argv, __doc__, at_least_1=('budget_iters', 'eval_interval'))
+    p, c = exercise_settings(__file__, globals(), argv, __doc__, at_least_1=('budget_iters', 'eval_interval'))
     names = c.variants.split(',')
     for v in names:
         check_variant(v)

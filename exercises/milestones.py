@@ -21,6 +21,7 @@ import torch.nn as nn
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import bigram  # noqa: E402
 import gpt  # noqa: E402
+from _shared import exercise_settings  # noqa: E402
 
 # settings (each can be changed on the command line: --name=value)
 steps = 'all'          # rows to run, comma-separated (bigram,head,multihead,ffwd,blocks,residual,layernorm,scaled), or all
@@ -110,7 +111,7 @@ def run_step(step, seed, c):
 
 def main(argv=None):
     """Train the chosen rows with each seed and print the table beside the video's figures."""
-    p, c = gpt.exercise_settings(__file__, globals(), argv, __doc__, at_least_1=(
+    p, c = exercise_settings(__file__, globals(), argv, __doc__, at_least_1=(
         'batch_size', 'block_size', 'n_embd', 'n_head', 'n_layer', 'max_iters', 'eval_interval', 'eval_iters'))
     chosen = list(VIDEO) if c.steps == 'all' else c.steps.split(',')
     unknown = [s for s in chosen if s not in VIDEO]

@@ -1,6 +1,5 @@
 """gpt.py end to end, as a learner runs it: subprocesses in a temporary folder."""
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -9,7 +8,7 @@ import pytest
 import torch
 
 import gpt
-from conftest import ROOT, TINY, assert_user_error, run_script
+from conftest import ROOT, TINY, assert_user_error, interrupt, run_script, start_script
 
 
 @pytest.fixture(scope='module')
@@ -59,7 +58,7 @@ def test_same_seed_same_losses_and_same_sample(trained, data_path, tmp_path):
     again = run_script('gpt.py', *TINY, f'--input_file={data_path}', cwd=tmp_path)
     strip = lambda s: re.sub(r'[\d.,]+s\b|[\d,]+ tokens/s|[\d,]+ MiB|\(\d+%', '', s)  # times vary
     assert strip(again.stdout) == strip(first.stdout)
-    assert (tmp_path / 'more.txt').read_text() == (trained[0] / 'more.txt').read_text()
+    assert (tmp_path / 'more.txt').read_text(encoding='utf-8') == (trained[0] / 'more.txt').read_text(encoding='utf-8')
     other = run_script('gpt.py', *TINY, '--seed=7', f'--input_file={data_path}', cwd=tmp_path)
     assert strip(other.stdout) != strip(first.stdout)
 
@@ -147,14 +146,11 @@ def test_a_diverging_run_stops_with_a_clear_message(data_path, tmp_path):
 
 def test_ctrl_c_saves_the_progress_and_exits_cleanly(data_path, tmp_path):
     args = [a for a in TINY if not a.startswith('--max_iters')] + ['--max_iters=1000000', '--eval_interval=50']
-    # a background job may start with SIGINT ignored, and Python keeps that: give the child the default
-    proc = subprocess.Popen([sys.executable, str(ROOT / 'gpt.py'), *args, f'--input_file={data_path}'],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = start_script('gpt.py', *args, f'--input_file={data_path}', cwd=tmp_path)
     for line in proc.stdout:
         if line.startswith('step 100:'):
             break
-    proc.send_signal(signal.SIGINT)
+    interrupt(proc)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and 'Traceback' not in err, err
     assert 'interrupted at step' in out and 'holds the best model so far' in out
@@ -167,14 +163,12 @@ def test_ctrl_c_saves_the_progress_and_exits_cleanly(data_path, tmp_path):
 
 def test_ctrl_c_while_sampling_stops_quietly(trained):
     cwd, _ = trained
-    proc = subprocess.Popen([sys.executable, str(ROOT / 'gpt.py'), '--sample', '--max_new_tokens=1000000',
-                             '--device=cpu'], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = start_script('gpt.py', '--sample', '--max_new_tokens=1000000', '--device=cpu', cwd=cwd)
     for line in proc.stdout:
         if line.startswith('sampling from'):
             break
     time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
+    interrupt(proc)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and err.strip() == 'interrupted', err
 

@@ -3,10 +3,12 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from conftest import DATA, ROOT, TINY
 
+pytestmark = pytest.mark.usefixtures('data_path')  # DATA below: tiny Shakespeare, found or downloaded
 # one optimizer step is compared: the checkpoint at step 1 holds the weights after it (val loss falls, so it is saved)
 ARGS = [a for a in TINY if not a.startswith(('--max_iters', '--eval_interval', '--batch_size'))] + [
     '--max_iters=2', '--eval_interval=1', '--learning_rate=1e-3', '--dropout=0', f'--input_file={DATA}']

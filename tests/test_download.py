@@ -1,41 +1,12 @@
 """The real download code, against an HTTP server on 127.0.0.1 (never the internet)."""
 import hashlib
-import http.server
 import os
 import socket
-import threading
 
 import pytest
 
 import gpt
-from conftest import assert_user_error, run_script
-
-BODY = "First Citizen:\nBefore we proceed any further, hear me speak.\n" * 200
-
-
-@pytest.fixture
-def server():
-    """Serve BODY at /input.txt from a thread; yields the URL."""
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            if self.path != '/input.txt':
-                self.send_error(404)
-                return
-            body = BODY.encode()
-            self.send_response(200)
-            self.send_header('Content-Length', str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.HTTPServer(('127.0.0.1', 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f'http://127.0.0.1:{httpd.server_port}/input.txt'
-    httpd.shutdown()
-    httpd.server_close()
+from conftest import BODY, assert_user_error, run_script
 
 
 def free_port():

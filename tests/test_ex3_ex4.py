@@ -13,6 +13,7 @@ sys.path.insert(0, str(ROOT / 'exercises'))
 import ex3_pretrain_finetune as ex3  # noqa: E402
 import ex4_literature as ex4  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures('data_path')  # DATA below: tiny Shakespeare, found or downloaded
 VOCAB = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"  # tiny Shakespeare's 65
 
 

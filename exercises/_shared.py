@@ -1,0 +1,24 @@
+"""What the exercises share: their settings, read from their own top lines the way gpt.py reads its own."""
+import argparse
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+import gpt  # noqa: E402
+
+
+def exercise_settings(path, values, argv, description, at_least_1=()):
+    """An exercise's settings (parse_settings of its own top lines), its device chosen, --seeds (where it has them) as a
+    list of integers, and the settings named in at_least_1 checked: (parser, settings)."""
+    p, defaults, given = gpt.parse_settings(path, values, argv, description)
+    c = argparse.Namespace(**{**defaults, **given})
+    c.device = gpt.choose_device(c.device, p)
+    if 'seeds' in defaults:
+        try:
+            c.seeds = [int(s) for s in c.seeds.split(',')]
+        except ValueError:
+            p.error(f"--seeds must be integers separated by commas, like 1337,42, not {c.seeds!r}")
+    for name in at_least_1:
+        if getattr(c, name) < 1:
+            p.error(f"--{name} must be 1 or more, not {getattr(c, name)}")
+    return p, c
