@@ -54,6 +54,7 @@ device = 'auto'       # 'cuda', 'mps' or 'cpu'; 'auto' takes the first one avail
 seed = 1337           # random seed: same seed and device, same losses and samples
 compile = True        # torch.compile the model (runs without it where that fails)
 flash = True          # attention through one fused kernel, F.scaled_dot_product_attention
+dtype = 'auto'        # mixed precision: 'bfloat16', 'float16' (with loss scaling) or 'float32'; auto: what is native
 input_file = 'input.txt'  # training text (tiny Shakespeare is downloaded if this is missing)
 ckpt_path = 'ckpt.pt'     # where the model with the best val loss is saved
 sample = False            # only sample from the checkpoint, no training
@@ -63,6 +64,7 @@ prompt = ''               # text the sample continues
 max_new_tokens = 500      # characters to print after training, or with --sample
 temperature = 1.0         # divides the logits before sampling: below 1 safer, above 1 wilder
 top_k = None              # sample only from the top_k likeliest characters (1: greedy); None: from all
+num_samples = 1           # independent samples of the prompt, sampled as one batch and printed one after another
 
 # ----------------------------------------------------------------------------- data and tokenizer
 def load_data(path, block_size, fetch=False):
@@ -97,7 +99,7 @@ def get_batch(data, batch_size, block_size, device, generator=None):
     return x.to(device), y.to(device)
 
 @torch.no_grad()
-def estimate_loss(model, splits, eval_iters, batch_size, block_size, device):
+def estimate_loss(model, splits, eval_iters, batch_size, block_size, device, dtype='auto'):
     """Mean loss over eval_iters batches per split, dropout off; the same batches at every call."""
     model.eval()
     out = {}
@@ -106,7 +108,7 @@ def estimate_loss(model, splits, eval_iters, batch_size, block_size, device):
         losses = torch.zeros(eval_iters, device=device)
         for k in range(eval_iters):
             X, Y = get_batch(data, batch_size, block_size, device, g)
-            with autocast(device):
+            with autocast(device, dtype):
                 losses[k] = model(X, Y)[1]
         out[split] = losses.mean().item()
     model.train()
@@ -252,7 +254,8 @@ def train(cfg, rank=0, world=1, model=None, optimizer=None):
     batch = lambda: [t.chunk(world)[rank]  # this process's share of the batch (all of it unless under torchrun)
                      for t in get_batch(splits['train'], cfg.batch_size * world, cfg.block_size, cfg.device)]
     stepper = run.speed_up(batch)  # torch.compile where it works; under torchrun, gradients averaged across processes
-    evaluate = lambda: estimate_loss(run.fast, splits, cfg.eval_iters, cfg.batch_size, cfg.block_size, cfg.device)
+    evaluate = lambda: estimate_loss(run.fast, splits, cfg.eval_iters, cfg.batch_size, cfg.block_size, cfg.device,
+                                     cfg.dtype)
     with run.steps(optimizer, evaluate) as steps:  # from 0 (or --resume's step); Ctrl-C saves the best model first
         for it in steps:
             if it % cfg.eval_interval == 0 or it == cfg.max_iters - 1:  # every once in a while: the losses
@@ -260,11 +263,12 @@ def train(cfg, rank=0, world=1, model=None, optimizer=None):
             for group in optimizer.param_groups:
                 group['lr'] = get_lr(it, cfg)
             xb, yb = batch()
-            with autocast(cfg.device):
+            with autocast(cfg.device, cfg.dtype):
                 logits, loss = stepper(xb, yb)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            run.scaler.scale(loss).backward()  # loss.backward(); in float16 the loss scaled up, so small gradients survive
+            run.scaler.step(optimizer)  # optimizer.step(); in float16 on unscaled gradients, skipped if they overflowed
+            run.scaler.update()  # float16 only: the scale adapts
             run.tokens += xb.numel() * world
     return run.best
 
@@ -290,12 +294,12 @@ def main(argv=None):
     if unknown:
         raise UserError(f"the prompt has characters the model never saw: {''.join(unknown)!r}; leave them out")
     print(f"sampling from {cfg.ckpt_path} (step {ckpt['step']}, val loss {ckpt['val_loss']:.4f}):")
-    context = torch.tensor([encode(cfg.prompt) or [0]], device=cfg.device)  # no prompt: start from token 0
-    print(decode(model.generate(context, cfg.max_new_tokens, cfg.temperature, cfg.top_k)[0].tolist()))
+    context = torch.tensor([encode(cfg.prompt) or [0]] * cfg.num_samples, device=cfg.device)  # no prompt: token 0
+    # The lecture: print(decode(model.generate(context, max_new_tokens)[0].tolist())). sample_stream (below the line)
+    # yields the same characters, faster and one at a time, so that they appear as they are sampled.
+    show_samples(sample_stream(model, context, cfg.max_new_tokens, cfg.temperature, cfg.top_k), context, decode)
     if not cfg.sample:  # as in the lecture: 10,000 more characters to a file
-        more = decode(model.generate(context, 10000, cfg.temperature, cfg.top_k)[0].tolist())
-        save_atomic('more.txt', lambda f: f.write(more.encode('utf-8')))
-        print("wrote 10,000 more characters to more.txt")
+        save_more('more.txt', sample_stream(model, context[:1], 10000, cfg.temperature, cfg.top_k), context[0], decode)
 
 # ============================================================================= end of the lecture
 # Plumbing the lecture does not have: download, speed helpers, checkpoints and resume, the command line and
@@ -448,11 +452,13 @@ class TrainingRun:
             init_weights(model, cfg.init_from, chars)
         self.cfg, self.model, self.chars, self.rank, self.world = cfg, model.to(cfg.device), chars, rank, world
         self.fast, self.best, self.tokens, self.eval_s, self.history = model, float('inf'), 0, 0.0, []
+        fp16 = amp_dtype(cfg.device, cfg.dtype) == 'float16'  # its small range needs the loss scaled (bfloat16's not)
+        self.scaler = torch.amp.GradScaler(cfg.device, enabled=fp16)
         print(f"{sum(p.numel() for p in model.parameters()):,} parameters; {len(chars)} characters in the vocabulary")
 
     def speed_up(self, batch):
         """The model that trains: compiled (tried on batch()) if cfg.compile, wrapped to average gradients under torchrun."""
-        self.fast = try_compile(self.model, batch(), self.cfg.device) if self.cfg.compile else self.model
+        self.fast = try_compile(self.model, batch(), self.cfg.device, self.cfg.dtype) if self.cfg.compile else self.model
         return nn.parallel.DistributedDataParallel(self.fast) if self.world > 1 else self.fast
 
     @contextlib.contextmanager
@@ -461,7 +467,7 @@ class TrainingRun:
         cfg, self.optimizer, self.evaluate = self.cfg, optimizer, evaluate
         first = 0
         if cfg.resume:
-            first, self.best, self.history = load_resume(cfg, self.model, optimizer, self.chars)
+            first, self.best, self.history = load_resume(cfg, self.model, optimizer, self.chars, self.scaler)
         self.start = self.tick = time.time()
         self.it = first
 
@@ -503,7 +509,8 @@ class TrainingRun:
         print(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}, "
               f"{time.time() - self.start:.1f}s{speed}", flush=True)
         save_checkpoint(resume_path(self.cfg.ckpt_path), self.model, self.chars, self.cfg, it, self.best,
-                        self.history, optimizer=self.optimizer.state_dict(), rng=torch.get_rng_state(),
+                        self.history, optimizer=self.optimizer.state_dict(), scaler=self.scaler.state_dict(),
+                        rng=torch.get_rng_state(),
                         cuda_rng=torch.cuda.get_rng_state() if self.cfg.device == 'cuda' else None)  # for --resume
         self.tokens, self.tick = 0, time.time()
         self.eval_s += self.tick - t
@@ -520,23 +527,101 @@ def adamw(params, lr, device):
     except (RuntimeError, TypeError):  # an older PyTorch, or a device without the fused kernel
         return torch.optim.AdamW(params, lr=lr)
 
-def autocast(device):
-    """bfloat16 mixed precision where the hardware has it (CUDA, CPUs with AVX512-BF16), else float32."""
+def amp_dtype(device, dtype='auto'):
+    """The precision of autocast: as given, or 'auto': bfloat16 where the hardware has it natively (CUDA compute
+    capability 8.0 and up, CPUs with AVX512-BF16), float16 on older GPUs (Colab's T4, V100, P100), else float32."""
+    if dtype != 'auto':
+        return dtype
+    if device == 'cuda':
+        return 'bfloat16' if torch.cuda.get_device_capability()[0] >= 8 else 'float16'
     native_bf16 = getattr(torch.cpu, '_is_avx512_bf16_supported', lambda: False)()
-    if device == 'cuda' or (device == 'cpu' and native_bf16):
-        return torch.autocast(device, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    return 'bfloat16' if device == 'cpu' and native_bf16 else 'float32'
 
-def try_compile(model, batch, device):
+def autocast(device, dtype='auto'):
+    """Mixed precision in amp_dtype(device, dtype): matmuls in 16 bits where that is chosen, else plain float32."""
+    dtype = amp_dtype(device, dtype)
+    return contextlib.nullcontext() if dtype == 'float32' else torch.autocast(device, dtype=getattr(torch, dtype))
+
+def try_compile(model, batch, device, dtype='auto'):
     """torch.compile(model), tried on one batch: where compiling fails, plain PyTorch runs instead."""
     try:
         fast = torch.compile(model)
-        with autocast(device):
+        with autocast(device, dtype):
             fast(*batch)
         return fast
     except Exception as e:
         print(f"torch.compile failed ({type(e).__name__}); training without it (--compile=False skips trying)")
         return model
+
+@torch.inference_mode()
+def sample_stream(model, idx, max_new_tokens, temperature=1.0, top_k=None):
+    """Yield max_new_tokens tokens (B,) continuing idx (B,T): the tokens the lecture's generate samples, with less work.
+
+    The same steps on the same weights (crop to block_size, the last position's logits, temperature, top_k,
+    multinomial); tests check the tokens are generate's. While the context is shorter than block_size, a cache keeps
+    every block's keys and values, so a new token costs one position. Once it is full, each step moves every token to
+    another position and all is computed anew, except in the last block: there only the last position's output counts."""
+    w = [torch.cat([torch.cat([h.query.weight, h.key.weight, h.value.weight]) for h in b.sa.heads]) for b in model.blocks]
+    cache, ctx = [None] * len(w), idx[:, -model.block_size:]
+    logits = forward_cached(model, w, cache, ctx, 0)
+    for i in range(max_new_tokens):
+        logits = logits / temperature
+        if top_k is not None:  # as in generate: every token less likely than the k-th likeliest gets probability 0
+            logits = logits.masked_fill(logits < torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]],
+                                        float('-inf'))
+        probs = F.softmax(logits, dim=-1)
+        if probs.device.type == 'mps':  # multinomial on MPS gave ids out of range, or '!' only, in some PyTorch
+            probs = probs.cpu()  # versions (PyTorch issues 92752, 98612; nanoGPT issue 458): draw them on the CPU
+        token = torch.multinomial(probs, num_samples=1).to(ctx.device)  # (B,1)
+        yield token[:, 0]
+        if i < max_new_tokens - 1:
+            full = ctx.shape[1] == model.block_size  # then the oldest token leaves and every other one moves left
+            ctx = torch.cat((ctx[:, int(full):], token), dim=1)
+            logits = forward_cached(model, w, None, ctx, 0) if full else \
+                forward_cached(model, w, cache, token, ctx.shape[1] - 1)
+
+def forward_cached(model, w, cache, tokens, start):
+    """The logits (B,vocab) after tokens (B,t) at positions start..start+t-1: each block's keys and values of the
+    positions before come from cache (2,B,nh,block_size,hs per block), those of tokens are put there; cache None: none."""
+    B, t = tokens.shape
+    x = model.token_embedding_table(tokens) + model.position_embedding_table(torch.arange(start, start + t,
+                                                                                          device=tokens.device))
+    for n, block in enumerate(model.blocks):
+        q, k, v = F.linear(block.ln1(x), w[n]).view(B, t, len(block.sa.heads), 3, -1).permute(3, 0, 2, 1, 4)
+        if cache is not None:  # (B,nh,t,hs) each, as in MultiHeadAttention
+            if cache[n] is None:
+                cache[n] = k.new_empty(2, *k.shape[:2], model.block_size, k.shape[-1])
+            cache[n][:, :, :, start:start + t] = torch.stack((k, v))
+            k, v = cache[n][:, :, :, :start + t]
+        if n == len(model.blocks) - 1:  # the last block: only the last position's output is needed
+            q, x = q[:, :, -1:], x[:, -1:]
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=q.shape[2] > 1)  # one query row needs no mask
+        x = x + block.sa.proj(out.transpose(1, 2).reshape(B, x.shape[1], -1))
+        mlp = block.ffwd.net  # without its last layer, Dropout: no dropout while sampling
+        x = x + mlp[2](mlp[1](mlp[0](block.ln2(x))))
+    return model.lm_head(model.ln_f(x[:, -1]))
+
+def show_samples(tokens, context, decode):
+    """Print each row of context with its sampled continuation; one sample appears character by character."""
+    if len(context) == 1:
+        print(decode(context[0].tolist()), end='', flush=True)
+        for t in tokens:
+            print(decode(t.tolist()), end='', flush=True)
+        print()
+        return
+    rows = torch.cat([context, *(t[:, None] for t in tokens)], dim=1).tolist()
+    for i, row in enumerate(rows):
+        print(f"{'-' * 30} sample {i + 1} of {len(rows)}\n{decode(row)}")
+
+def save_more(path, tokens, context, decode, n=10000):
+    """Write context and its n sampled characters to path atomically; on a terminal, a progress line meanwhile."""
+    ids, tty = context.tolist(), sys.stdout.isatty()
+    for i, t in enumerate(tokens, 1):
+        ids += t.tolist()
+        if tty and i % 500 == 0:
+            print(f"\rwriting {path}: {i:,} of {n:,} characters", end='', flush=True)
+    save_atomic(path, lambda f: f.write(decode(ids).encode('utf-8')))
+    print(('\r' if tty else '') + f"wrote {n:,} more characters to {path}".ljust(50 if tty else 0))
 
 def peak_memory(device):
     """Peak memory: allocated on the GPU with CUDA, else the process's peak resident set where the system tells it."""
@@ -585,7 +670,7 @@ def resume_path(ckpt_path):
     root, ext = os.path.splitext(ckpt_path)
     return f"{root}.resume{ext or '.pt'}"
 
-def load_resume(cfg, model, optimizer, chars):
+def load_resume(cfg, model, optimizer, chars, scaler=None):
     """Put back the state of the unfinished run at cfg.ckpt_path; returns its step, best val loss and history."""
     path = resume_path(cfg.ckpt_path)
     if not os.path.exists(path):
@@ -593,12 +678,14 @@ def load_resume(cfg, model, optimizer, chars):
                         "start a run without --resume")
     try:
         state = torch.load(path, map_location=cfg.device, weights_only=True)
-        runtime = ('settings', 'device', 'compile', 'flash', 'sample', 'resume', 'prompt', 'max_new_tokens',
-                   'temperature', 'top_k')  # these may change between the stop and the resume
+        runtime = ('settings', 'device', 'compile', 'flash', 'dtype', 'sample', 'resume', 'prompt', 'max_new_tokens',
+                   'temperature', 'top_k', 'num_samples')  # these may change between the stop and the resume
         differ = [f"--{k}={v!r}" for k, v in state['config'].items() if k not in runtime and getattr(cfg, k, None) != v]
         if not differ and state['chars'] == chars:
             model.load_state_dict(state['model'])
             optimizer.load_state_dict(state['optimizer'])
+            if scaler is not None and state.get('scaler'):  # float16's loss scale, as it had grown or shrunk
+                scaler.load_state_dict(state['scaler'])
             torch.set_rng_state(state['rng'].cpu())
             if state['cuda_rng'] is not None and cfg.device == 'cuda':
                 torch.cuda.set_rng_state(state['cuda_rng'].cpu())
@@ -667,6 +754,7 @@ def check_settings(cfg, error):
                  learning_rate=(lambda v: 0 < v < inf, 'it must be a number above 0, like 3e-4'),
                  temperature=(lambda v: 0 < v < inf, 'it must be above 0 (1: as trained; greedy is --top_k=1)'),
                  top_k=(lambda v: v is None or v >= 1, 'it must be 1 or more (1: greedy); leave it out for all'),
+                 dtype=(lambda v: v in ('auto', 'bfloat16', 'float16', 'float32'), 'use auto, bfloat16, float16 or float32'),
                  input_file=(lambda v: v and not os.path.isdir(v), 'it must name a file, not a folder'),
                  ckpt_path=(lambda v: v and not os.path.isdir(v), 'it must name a file, not a folder'),
                  init_from=(lambda v: not v or os.path.isfile(v), 'it must name a checkpoint file (or be left out)'))
