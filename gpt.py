@@ -1,13 +1,12 @@
 """Let's build GPT: a character-level GPT trained on tiny Shakespeare, in the lecture's order.
 
-`python gpt.py` trains and then samples; `python gpt.py --sample --prompt="ROMEO:"` samples from
-the saved checkpoint. Every setting below can be changed on the command line: --name=value.
-What differs from the lecture's script: nanoGPT's weight init; the heads of MultiHeadAttention run
-as one batch (same math, tests check it); fused attention, bfloat16, torch.compile where they help;
-smaller CPU settings; lr warmup and decay (off in the lecture's settings); the checkpoint with the
-best val loss, --resume, --init_from (fine-tuning), temperature and top_k; the text read through a
-memory-mapped cache, so it may be any size; `torchrun` for several GPUs. Below the line that ends
-the lecture: plumbing."""
+`python gpt.py` trains, then samples; `python gpt.py --sample --prompt="ROMEO:"` samples from the saved
+checkpoint. Every setting below can be changed on the command line: --name=value. What differs from the
+lecture's script: nanoGPT's weight init; the heads of MultiHeadAttention run as one batch (same math,
+tests check it); fused attention, bfloat16 (float16 on older GPUs), torch.compile where they help; smaller
+CPU settings with lr warmup and decay; the best checkpoint, --resume, --init_from, temperature, top_k and
+--num_samples; the text memory-mapped, so it may be any size; torchrun; a sampler that gives generate's
+characters faster, as they come. Below the line that ends the lecture: plumbing."""
 import argparse
 import codecs
 import contextlib
@@ -42,9 +41,8 @@ n_embd = 384          # embedding dimension
 n_head = 6            # attention heads per block (head_size = n_embd // n_head)
 n_layer = 6           # transformer blocks
 dropout = 0.2         # dropout probability while training
-# The lecture's values need about a day on a CPU. On the CPU these are used instead: a smaller model
-# that trains and samples in under 5 minutes on 2 cores (compile and the fused attention kernel are
-# slower than plain PyTorch there).
+# The lecture's values take half a day on a CPU. There these are used instead: a smaller model that trains
+# in under 3 minutes on 2 cores, without compile and the fused attention kernel (slower on the CPU).
 cpu_settings = dict(batch_size=16, block_size=64, max_iters=8000, eval_interval=250, learning_rate=3e-3,
                     warmup_iters=50, lr_decay=True, eval_iters=20, n_embd=128, n_head=4, n_layer=2,
                     dropout=0.0, compile=False, flash=False)
@@ -73,9 +71,8 @@ def load_data(path, block_size, fetch=False):
         if not fetch:
             raise UserError(f"no such file: {path}")
         download(path)
-    # The lecture: text = open(path).read(); chars = sorted(set(text)); data = torch.tensor(encode(text)).
-    # encode_file (below the lecture) gives the same ids from a binary cache beside the file, memory-mapped, so a
-    # text of any size fits in memory.
+    # The lecture: text = open(path).read(); chars = sorted(set(text)); data = torch.tensor(encode(text)). encode_file
+    # (below the lecture) gives the same ids from a cache beside the file, memory-mapped: a text of any size fits.
     chars, data = encode_file(path)  # chars: the vocabulary, every character in the text; data: (N,) ids
     n = int(0.9 * len(data))  # first 90% train, rest val
     if min(n, len(data) - n) <= block_size:
@@ -242,9 +239,8 @@ def get_lr(it, cfg):
     return cfg.learning_rate * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
 
 def train(cfg, rank=0, world=1, model=None, optimizer=None):
-    """Train a GPT on cfg.input_file; the model with the best val loss is saved at cfg.ckpt_path, its val loss returned.
-    model, optimizer: train these instead of a new GPTLanguageModel and AdamW (the exercises' variants). rank, world:
-    this process and how many there are under torchrun (see start_distributed)."""
+    """Train a GPT on cfg.input_file, keeping the best model at cfg.ckpt_path; returns its val loss. model, optimizer:
+    these instead of a new GPTLanguageModel and AdamW (the exercises'); rank, world: torchrun's (start_distributed)."""
     chars, splits = load_data(cfg.input_file, cfg.block_size, fetch=cfg.input_file == input_file)
     if model is None:
         model = GPTLanguageModel(len(chars), cfg.n_embd, cfg.n_head, cfg.n_layer, cfg.block_size, cfg.dropout, cfg.flash)
@@ -281,9 +277,9 @@ def main(argv=None):
     torch.manual_seed(cfg.seed)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # TF32 matmuls on CUDA
     if not cfg.sample:
-        print("settings: cpu, a smaller model that trains and samples in about 5 minutes on 2 cores; --settings=lecture "
-              "for the lecture's (about a day on a CPU)" if cfg.settings == 'cpu' else
-              "settings: the lecture's; --settings=cpu for the small ones that take about 5 minutes on a CPU")
+        print("settings: cpu, a smaller model that trains in under 3 minutes on 2 cores; --settings=lecture for the "
+              "lecture's (half a day on a CPU)" if cfg.settings == 'cpu' else "settings: the lecture's; --settings=cpu "
+              "for the small ones that train in under 3 minutes on a CPU")
         train(cfg, rank, world)
     stop_distributed(world)
     if rank:  # rank 0 samples
@@ -340,12 +336,10 @@ def download(path):
 CACHE_MAGIC = b'gpt.py character cache 1\n'
 
 def encode_file(path, chunk_bytes=2**24):
-    """The vocabulary of the text at path and its ids, memory-mapped from a cache that is rebuilt when the text changes.
-
-    The cache, path + '.cache' (in the temp folder if path's folder is read-only), holds a header (the text's size,
-    modification time and a hash of its ends; the vocabulary) and then one id per character: 1 byte each for up to
-    256 distinct characters, else 2. Building it reads the text twice in chunks, never whole: once for the vocabulary,
-    which also checks the UTF-8 and so finds bad input before anything is written, and once to write the ids."""
+    """The vocabulary of the text at path and its ids, memory-mapped from a cache rebuilt when the text changes: path +
+    '.cache' (in the temp folder if path's folder is read-only), a header (the text's size, mtime, a hash of its ends; the
+    vocabulary), then 1 byte an id (2 above 256 characters). Building it reads the text in chunks, never whole: once for
+    the vocabulary, which checks the UTF-8 before anything is written, and once to write the ids."""
     cache = path + '.cache'
     if not os.access(os.path.dirname(os.path.abspath(path)), os.W_OK):
         name = hashlib.sha256(os.path.abspath(path).encode()).hexdigest()[:16]
@@ -465,9 +459,8 @@ class TrainingRun:
     def steps(self, optimizer, evaluate):
         """The steps to take, from 0 or the resumed run's step; afterwards the summary, or on Ctrl-C the best model saved."""
         cfg, self.optimizer, self.evaluate = self.cfg, optimizer, evaluate
-        first = 0
-        if cfg.resume:
-            first, self.best, self.history = load_resume(cfg, self.model, optimizer, self.chars, self.scaler)
+        first, self.best, self.history = load_resume(cfg, self.model, optimizer, self.chars, self.scaler) \
+            if cfg.resume else (0, self.best, [])
         self.start = self.tick = time.time()
         self.it = first
 
@@ -488,6 +481,8 @@ class TrainingRun:
             raise SystemExit(130)
         if self.rank == 0:
             os.remove(resume_path(cfg.ckpt_path))  # the run is complete: nothing left to resume
+            best = torch.load(cfg.ckpt_path, weights_only=True)  # the best model keeps the whole run's history
+            save_atomic(cfg.ckpt_path, lambda f: torch.save({**best, 'history': self.history}, f))
             total = time.time() - self.start
             print(f"trained in {total:.1f}s ({self.eval_s / total:.0%} of it evaluating); peak memory "
                   f"{peak_memory(cfg.device)}; best val loss {self.best:.4f}, saved to {cfg.ckpt_path}")
@@ -555,12 +550,10 @@ def try_compile(model, batch, device, dtype='auto'):
 
 @torch.inference_mode()
 def sample_stream(model, idx, max_new_tokens, temperature=1.0, top_k=None):
-    """Yield max_new_tokens tokens (B,) continuing idx (B,T): the tokens the lecture's generate samples, with less work.
-
-    The same steps on the same weights (crop to block_size, the last position's logits, temperature, top_k,
-    multinomial); tests check the tokens are generate's. While the context is shorter than block_size, a cache keeps
-    every block's keys and values, so a new token costs one position. Once it is full, each step moves every token to
-    another position and all is computed anew, except in the last block: there only the last position's output counts."""
+    """Yield max_new_tokens tokens (B,) continuing idx (B,T): generate's tokens (tests check it), with less work. While
+    the context is shorter than block_size, a cache keeps every block's keys and values, so a new token costs one
+    position. Once it is full, each step moves every token to another position and all is computed anew, except in
+    the last block: there only the last position's output counts."""
     w = [torch.cat([torch.cat([h.query.weight, h.key.weight, h.value.weight]) for h in b.sa.heads]) for b in model.blocks]
     cache, ctx = [None] * len(w), idx[:, -model.block_size:]
     logits = forward_cached(model, w, cache, ctx, 0)
@@ -603,15 +596,13 @@ def forward_cached(model, w, cache, tokens, start):
 
 def show_samples(tokens, context, decode):
     """Print each row of context with its sampled continuation; one sample appears character by character."""
-    if len(context) == 1:
-        print(decode(context[0].tolist()), end='', flush=True)
-        for t in tokens:
-            print(decode(t.tolist()), end='', flush=True)
-        print()
-        return
-    rows = torch.cat([context, *(t[:, None] for t in tokens)], dim=1).tolist()
-    for i, row in enumerate(rows):
-        print(f"{'-' * 30} sample {i + 1} of {len(rows)}\n{decode(row)}")
+    if len(context) > 1:
+        rows = torch.cat([context, *(t[:, None] for t in tokens)], dim=1).tolist()
+        return print(''.join(f"{'-' * 30} sample {i + 1} of {len(rows)}\n{decode(r)}\n" for i, r in enumerate(rows)), end='')
+    print(decode(context[0].tolist()), end='', flush=True)
+    for t in tokens:
+        print(decode(t.tolist()), end='', flush=True)
+    print()
 
 def save_more(path, tokens, context, decode, n=10000):
     """Write context and its n sampled characters to path atomically; on a terminal, a progress line meanwhile."""
@@ -635,8 +626,7 @@ def peak_memory(device):
     return f"{rss / (2**20 if sys.platform == 'darwin' else 2**10):,.0f} MiB RSS"
 
 def save_checkpoint(path, model, chars, cfg, step, val_loss, history=(), **more):
-    """Save weights, vocabulary, settings (the model's sizes among them), step, val loss, the evaluation history
-    (step, seconds, train loss, val loss) and more, atomically."""
+    """Save weights, vocabulary, settings (sizes among them), step, val loss, history (step, s, train, val), atomically."""
     ckpt = dict(model=model.state_dict(), chars=chars, config=vars(cfg), step=step, val_loss=val_loss,
                 history=list(history), **more)
     save_atomic(path, lambda f: torch.save(ckpt, f))
@@ -744,7 +734,7 @@ def parse_config(argv=None):
 
 def check_settings(cfg, error):
     """Every setting cfg has, checked before anything is downloaded, trained or sampled: error(one line) if one is wrong."""
-    inf = float('inf')
+    inf = math.inf
     rules = {name: (lambda v: v >= 1, 'it must be 1 or more')
              for name in ('batch_size', 'block_size', 'eval_interval', 'eval_iters', 'n_embd', 'n_head', 'num_samples')}
     rules.update({name: (lambda v: v >= 0, 'it must be 0 or more (0: none, see README)')

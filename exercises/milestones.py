@@ -9,7 +9,7 @@ every 500 steps over 200 batches; the bigram as in `bigram.py`: lr 1e-2, 3000 st
 those points. The last row runs `gpt.py` itself, with the settings it picks for the device.
 
 `python exercises/milestones.py` runs every row; `--steps=head,multihead` some of them; `--seeds=1337,42`
-several seeds. Results: exercises/README.md."""
+several seeds; `--plot=milestones.png` draws the table as a chart too. Results: exercises/README.md."""
 import pathlib
 import sys
 import tempfile
@@ -37,6 +37,7 @@ eval_interval = 500    # estimate the losses every this many steps
 eval_iters = 200       # batches averaged by each loss estimate
 device = 'auto'        # 'cuda', 'mps' or 'cpu'; 'auto' takes the first one available
 input_file = 'input.txt'  # training text (tiny Shakespeare is downloaded if this is missing)
+plot = ''              # also draw the table as a chart into this PNG file (needs matplotlib)
 
 # what the video shows at each step (its val loss), in the order of the video
 VIDEO = {'bigram': 2.49, 'head': 2.4, 'multihead': 2.28, 'ffwd': 2.24, 'blocks': None, 'residual': 2.08,
@@ -135,7 +136,32 @@ def main(argv=None):
         diff = f'{mean - video:+.2f}' if comparable else 'not comparable' if video else ''
         print(f"| {step} | {WHAT[step]} | {results[0][1]:,} | {', '.join(f'{v:.4f}' for v in vals)} | "
               f"{video or 'none shown'} | {diff} | {results[0][3]} | {', '.join(f'{r[2]:.0f}' for r in results)} |")
+    if c.plot:
+        draw(rows, c.plot)
     return rows
+
+
+def draw(rows, path):
+    """The table as a bar chart: each step's measured val loss (one bar per seed) beside the video's, saved to path."""
+    import matplotlib
+    matplotlib.use('Agg')  # a file, no window
+    import matplotlib.pyplot as plt
+    steps = list(rows)
+    fig, ax = plt.subplots(figsize=(7.5, 3.4))
+    seeds = len(rows[steps[0]])
+    width = 0.8 / (seeds + 1)
+    for k in range(seeds):
+        ax.bar([i + k * width for i in range(len(steps))], [rows[s][k][0] for s in steps], width,
+               label='measured' if k == 0 else None, color='tab:blue', alpha=1 - 0.3 * k)
+    video = [VIDEO[s] for s in steps]
+    ax.bar([i + seeds * width for i, v in enumerate(video) if v], [v for v in video if v], width, color='tab:orange',
+           label="the video's")
+    ax.set_xticks([i + seeds * width / 2 for i in range(len(steps))], steps, fontsize=8)
+    ax.set_ylim(1.8 if 'scaled' not in steps else 1.3, max(r[0] for rs in rows.values() for r in rs) + 0.1)
+    ax.set_ylabel('val loss'); ax.legend(fontsize=8)
+    ax.set_title("Each step of the video, measured (bars per seed) beside the video's val loss", fontsize=10)
+    gpt.save_atomic(path, lambda f: fig.savefig(f, format='png', dpi=90, bbox_inches='tight'))
+    print(f"drew the table into {path}")
 
 
 if __name__ == '__main__':

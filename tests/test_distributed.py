@@ -11,31 +11,20 @@ from conftest import DATA, ROOT, TINY
 pytestmark = pytest.mark.usefixtures('data_path')  # DATA below: tiny Shakespeare, found or downloaded
 # one optimizer step is compared: the checkpoint at step 1 holds the weights after it (val loss falls, so it is saved)
 ARGS = [a for a in TINY if not a.startswith(('--max_iters', '--eval_interval', '--batch_size'))] + [
-    '--max_iters=2', '--eval_interval=1', '--learning_rate=1e-3', '--dropout=0', f'--input_file={DATA}']
-
-
-# gpt.py with float32 math: under bfloat16 autocast the rounding of a gradient summed over 8 rows differs from two
-# sums over 4, and Adam's first step, about lr * sign(gradient), turns that into lr-sized differences where a
-# gradient is near 0 (seen: 7 of 17,409 weights)
-FLOAT32 = """import contextlib, sys
-sys.path.insert(0, {root!r})
-import gpt
-gpt.autocast = lambda device: contextlib.nullcontext()
-gpt.run(gpt.main)
-"""
+    '--max_iters=2', '--eval_interval=1', '--learning_rate=1e-3', '--dropout=0', f'--input_file={DATA}',
+    '--dtype=float32']  # in bfloat16 the rounding of a gradient summed over 8 rows differs from two sums over 4,
+# and Adam's first step, about lr * sign(gradient), turns that into lr-sized differences where a gradient is near 0
 
 
 def test_two_gloo_processes_with_batch_b_match_one_with_batch_2b(tmp_path):
     for folder in ('two', 'one'):
         (tmp_path / folder).mkdir()
-    script = tmp_path / 'gpt_float32.py'
-    script.write_text(FLOAT32.format(root=str(ROOT)))
     env = {**os.environ, 'GLOO_SOCKET_IFNAME': 'lo', 'OMP_NUM_THREADS': '1'}
     two = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
-                          str(script), *ARGS, '--batch_size=4'],
+                          str(ROOT / 'gpt.py'), *ARGS, '--batch_size=4'],
                          cwd=tmp_path / 'two', env=env, capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
-    one = subprocess.run([sys.executable, str(script), *ARGS, '--batch_size=8'],
+    one = subprocess.run([sys.executable, str(ROOT / 'gpt.py'), *ARGS, '--batch_size=8'],
                          cwd=tmp_path / 'one', env=env, capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr[-3000:]
     # only rank 0 printed, evaluated, saved and sampled: every line once, one checkpoint, no resume state left

@@ -55,14 +55,15 @@ def test_each_milestone_model_has_the_videos_parameters_is_causal_and_learns(ste
 def test_milestones_script_prints_its_table(data_path, tmp_path):
     result = run_script('exercises/milestones.py', '--steps=bigram,layernorm', '--seeds=1,2', '--max_iters=30',
                         '--eval_interval=15', '--eval_iters=2', '--device=cpu', f'--input_file={data_path}',
-                        cwd=tmp_path)
+                        '--plot=chart.png', cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     rows = [line for line in result.stdout.splitlines() if line.startswith('| ')]
     assert rows[0].startswith('| step | the model | parameters | val loss, seed 1, 2 | the video')
     assert rows[2].startswith('| bigram |') and '| 4,225 |' in rows[2] and '| 2.49 |' in rows[2]
     assert rows[3].startswith('| layernorm |') and f"| {expected_parameters('layernorm'):,} |" in rows[3]
     assert '3000 steps' in rows[2] and '30 steps' in rows[3]
-    assert list(tmp_path.iterdir()) == []  # nothing left behind (the input was given)
+    assert [p.name for p in tmp_path.iterdir()] == ['chart.png']  # the chart, and nothing else left behind
+    assert (tmp_path / 'chart.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
 
 
 @pytest.mark.parametrize('args, words', [(['--steps=heads'], ['--steps', 'heads']),
