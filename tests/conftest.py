@@ -52,6 +52,7 @@ def find_tiny_shakespeare(shared=SHARED, local=ROOT / 'input.txt', downloaded=DO
 def data_path(request):
     """A copy of tiny Shakespeare; every test that needs it fails with the same one line if it cannot be had."""
     if not DATA.exists():
+        problem = None
         try:
             capture = request.config.pluginmanager.getplugin('capturemanager')
             with capture.global_and_fixture_disabled():  # gpt.download's line, and ours, reach the terminal
@@ -59,7 +60,9 @@ def data_path(request):
                 if how:
                     print(f"\n{how}")
         except gpt.UserError as e:
-            pytest.fail(str(e), pytrace=False)
+            problem = str(e)
+        if problem:  # outside the except block: the report is that one line, not a chain of exceptions
+            pytest.fail(problem, pytrace=False)
         shutil.copy(path, DATA)
     return DATA
 
