@@ -9,15 +9,24 @@ on problems it never saw? The setup, as the exercise suggests:
   training never sees one of them: every accuracy below is on that held-out part;
 - the loss counts the answer's digits only: the prompt's targets are -1, which `gpt.py`'s loss
   ignores (`ignore_index=-1`), since a and b are random and cannot be predicted;
-- answers are decoded greedily (`generate(..., top_k=1)`).
+- answers are decoded greedily (`generate(..., top_k=1)`);
+- --coupling=True (for longer numbers; exercises/README.md) adds position coupling (Cho et al., 2024):
+  each position's embedding also gets a learned vector for the digit place it reads or predicts, shared
+  by a's, b's and c's digits of that place (units 1, tens 2, ...; `=` predicts the units, each answer
+  digit the next place). Learned positions alone must discover which of 10 places to look at; with
+  coupling, the digits to add carry the same mark. The model is still `gpt.py`'s GPTLanguageModel, the
+  mark added to its position embedding's output.
 
 `python exercises/ex2_addition.py` trains and scores; `--eval` scores the saved checkpoint again on
 problems drawn with another `--seed`. Results: exercises/README.md."""
+import argparse
+import os
 import pathlib
 import sys
 import time
 
 import torch
+import torch.nn as nn
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import gpt  # noqa: E402
@@ -39,6 +48,7 @@ seed = 1337            # random seed for the model, the training problems and th
 device = 'auto'        # 'cuda', 'mps' or 'cpu'; 'auto' takes the first one available
 ckpt_path = 'addition.pt'  # where the trained model is saved
 eval = False           # only score the model at ckpt_path on eval_problems held-out problems
+coupling = False       # position coupling: each position also marked with the digit place it reads or predicts
 
 chars = '0123456789+='  # the vocabulary: digit d is token d
 
@@ -107,13 +117,46 @@ def report(model, digits, n, seed, device):
     return exact
 
 
+def build(cfg):
+    """gpt.py's GPT for the rows of cfg.digits-digit problems (inputs of 3 * digits + 2 tokens), with position coupling
+    if cfg.coupling: a learned vector per digit place added to the position embedding's output at each position."""
+    model = gpt.GPTLanguageModel(len(chars), cfg.n_embd, cfg.n_head, cfg.n_layer, 3 * cfg.digits + 2, 0.0)
+    if cfg.coupling:
+        places = list(range(cfg.digits, 0, -1))  # a's and b's digits, most significant first: their place
+        model.register_buffer('place', torch.tensor(places + [0] + places + [1] + list(range(2, cfg.digits + 2))),
+                              persistent=False)  # '+': 0; '=' predicts the units: 1; answer digit k predicts place k + 2
+        model.coupling = nn.Embedding(cfg.digits + 2, cfg.n_embd)
+        nn.init.normal_(model.coupling.weight, std=0.02)
+        model.position_embedding_table.register_forward_hook(
+            lambda table, args, out: out + model.coupling(model.place[args[0]]))  # args[0]: the positions
+    return model
+
+
+def load(path, device):
+    """The addition model saved at path and its settings, or a one-line error."""
+    if not os.path.exists(path):
+        raise gpt.UserError(f"no checkpoint at {path}: train one first with `python exercises/ex2_addition.py`")
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+        cfg = argparse.Namespace(**{'coupling': False, **ckpt['config']})  # older checkpoints: no coupling
+        if ckpt['chars'] != chars:
+            raise ValueError('not the addition vocabulary')
+        model = build(cfg)
+        model.load_state_dict(ckpt['model'])
+    except Exception:
+        raise gpt.UserError(f"{path} holds no addition model: train one with `python exercises/ex2_addition.py`, "
+                            "or set --ckpt_path") from None
+    return model.to(device), cfg
+
+
 def train(cfg):
     """Train a GPT on freshly drawn training problems and save it to cfg.ckpt_path: (model, training seconds)."""
     torch.manual_seed(cfg.seed)
     g, g_val = torch.Generator().manual_seed(cfg.seed), torch.Generator().manual_seed(cfg.seed + 1)
     cfg.block_size = 3 * cfg.digits + 2  # inputs are the rows without their last token
-    model = gpt.GPTLanguageModel(len(chars), cfg.n_embd, cfg.n_head, cfg.n_layer, cfg.block_size, 0.0).to(cfg.device)
-    print(f"{sum(p.numel() for p in model.parameters()):,} parameters; training on {cfg.digits}-digit problems")
+    model = build(cfg).to(cfg.device)
+    print(f"{sum(p.numel() for p in model.parameters()):,} parameters; training on {cfg.digits}-digit problems"
+          f"{', position coupling' if cfg.coupling else ''}")
     optimizer = gpt.adamw(model.parameters(), cfg.learning_rate, cfg.device)
     start = time.time()
     for it in range(cfg.max_iters + 1):
@@ -148,11 +191,8 @@ def main(argv=None):
     if cfg.n_embd % cfg.n_head:
         p.error(f"n_embd ({cfg.n_embd}) must be divisible by n_head ({cfg.n_head}): each head gets n_embd // n_head")
     if cfg.eval:
-        model, ckpt = gpt.load_checkpoint(cfg.ckpt_path, cfg.device, flash=False)
-        if ckpt['chars'] != chars or 'digits' not in ckpt['config']:
-            raise gpt.UserError(f"{cfg.ckpt_path} holds no addition model: train one with "
-                                "`python exercises/ex2_addition.py`, or set --ckpt_path")
-        return report(model, ckpt['config']['digits'], cfg.eval_problems, cfg.seed, cfg.device)
+        model, saved = load(cfg.ckpt_path, cfg.device)
+        return report(model, saved.digits, cfg.eval_problems, cfg.seed, cfg.device)
     model, _ = train(cfg)
     return report(model, cfg.digits, cfg.eval_problems, cfg.seed, cfg.device)
 
