@@ -130,7 +130,8 @@ def take_turns(variants, c):
     where there is one variant: no turns to take)."""
     times = {k: [] for k, v in variants.items() if not v.failed}
     for k in times:
-        variants[k].warm or variants[k].step()
+        if not variants[k].warm:
+            variants[k].step()
     names = list(times)
     for r in range(c.rounds if len(names) > 1 else 1):
         for k in names[r % len(names):] + names[:r % len(names)]:
@@ -188,7 +189,8 @@ def report(cfg, name, c, with_levers):
     if cfg.device == 'cuda':
         torch.cuda.reset_peak_memory_stats()
     base = Variant(cfg, len(chars), batch, cfg.compile, cfg.flash, dtype)
-    base.failed or base.warm or base.step()  # a step before the peak is read
+    if not (base.failed or base.warm):
+        base.step()  # a step before the peak is read
     mem = memory(cfg.device)
     other16 = 'float16' if cfg.device == 'cuda' and dtype == 'float16' else 'bfloat16'
     variants = {'as set': base}
