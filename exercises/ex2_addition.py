@@ -10,12 +10,13 @@ on problems it never saw? The setup, as the exercise suggests:
 - the loss counts the answer's digits only: the prompt's targets are -1, which `gpt.py`'s loss
   ignores (`ignore_index=-1`), since a and b are random and cannot be predicted;
 - answers are decoded greedily (`generate(..., top_k=1)`);
-- --coupling=True (for longer numbers; exercises/README.md) adds position coupling (Cho et al., 2024):
-  each position's embedding also gets a learned vector for the digit place it reads or predicts, shared
-  by a's, b's and c's digits of that place (units 1, tens 2, ...; `=` predicts the units, each answer
-  digit the next place). Learned positions alone must discover which of 10 places to look at; with
-  coupling, the digits to add carry the same mark. The model is still `gpt.py`'s GPTLanguageModel, the
-  mark added to its position embedding's output.
+- --coupling=True (for longer numbers; exercises/README.md) replaces the learned positions by position coupling
+  (Cho et al., 2024): each position gets a learned vector for the digit place it reads or predicts, shared by a's,
+  b's and c's digits of that place (units 1, tens 2, ...; `=` predicts the units, each answer digit the next
+  place), and a second one for the place a digit's carry goes to, shared with the answer digit of that place.
+  Learned positions alone must discover, place by place, which 2 of 20 digits to add and which 2 give the carry;
+  with coupling, those digits carry the answer position's own marks. The model is still `gpt.py`'s
+  GPTLanguageModel, with `PlaceMarks` as its position table.
 
 `python exercises/ex2_addition.py` trains and scores; `--eval` scores the saved checkpoint again on
 problems drawn with another `--seed`. Results: exercises/README.md."""
@@ -48,7 +49,7 @@ seed = 1337            # random seed for the model, the training problems and th
 device = 'auto'        # 'cuda', 'mps' or 'cpu'; 'auto' takes the first one available
 ckpt_path = 'addition.pt'  # where the trained model is saved
 eval = False           # only score the model at ckpt_path on eval_problems held-out problems
-coupling = False       # position coupling: each position also marked with the digit place it reads or predicts
+coupling = False       # position coupling: positions marked by the digit place they read or predict, and their carry's
 
 chars = '0123456789+='  # the vocabulary: digit d is token d
 
@@ -61,11 +62,13 @@ def held_out(a, b):
     return h // 2**16 % 20 == 0
 
 
-def draw(n, digits, generator, testing=False):
-    """n random problems (a, b) from the training part, or from the held-out part if testing."""
+def draw(n, digits, generator, testing=False, numbers=None):
+    """n random problems (a, b) from the training part, or from the held-out part if testing; numbers(shape,
+    generator) draws the operands (by default uniformly below 10**digits; the calculator draws its own)."""
     a, b = torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long)
     while len(a) < n:  # draw, keep those on the wanted side, until there are enough
-        x, y = torch.randint(10**digits, (2, 40 * n if testing else 2 * n), generator=generator)
+        shape = (2, 40 * n if testing else 2 * n)
+        x, y = numbers(shape, generator) if numbers else torch.randint(10**digits, shape, generator=generator)
         keep = held_out(x, y) == testing
         a, b = torch.cat([a, x[keep]]), torch.cat([b, y[keep]])
     return a[:n], b[:n]
@@ -117,18 +120,31 @@ def report(model, digits, n, seed, device):
     return exact
 
 
+class PlaceMarks(nn.Module):
+    """Position coupling: stands in for the learned position table, and gives each position two learned vectors
+    instead: one for the digit place it reads (a's and b's digits) or predicts ('=' and the answer), one for the
+    place its carry goes to (a's and b's digits) or that it predicts (the answer). An answer position then finds
+    the two digits it adds, and the two whose carry it needs, by matching marks, whatever the place."""
+    def __init__(self, digits, n_embd):
+        super().__init__()
+        places = list(range(digits, 0, -1))  # a's and b's digits, most significant first: their place
+        answer = [1] + list(range(2, digits + 2))  # '=' predicts the units: 1; answer digit k predicts place k + 2
+        self.register_buffer('place', torch.tensor(places + [0] + places + answer), persistent=False)  # '+': 0
+        carries = [p + 1 for p in places]  # a's and b's digits: the place their carry goes to
+        self.register_buffer('carry', torch.tensor(carries + [0] + carries + answer), persistent=False)
+        self.coupling, self.carrying = nn.Embedding(digits + 2, n_embd), nn.Embedding(digits + 2, n_embd)
+
+    def forward(self, positions):
+        return self.coupling(self.place[positions]) + self.carrying(self.carry[positions])
+
+
 def build(cfg):
-    """gpt.py's GPT for the rows of cfg.digits-digit problems (inputs of 3 * digits + 2 tokens), with position coupling
-    if cfg.coupling: a learned vector per digit place added to the position embedding's output at each position."""
+    """gpt.py's GPT for the rows of cfg.digits-digit problems (inputs of 3 * digits + 2 tokens); with cfg.coupling,
+    PlaceMarks instead of its learned position table."""
     model = gpt.GPTLanguageModel(len(chars), cfg.n_embd, cfg.n_head, cfg.n_layer, 3 * cfg.digits + 2, 0.0)
     if cfg.coupling:
-        places = list(range(cfg.digits, 0, -1))  # a's and b's digits, most significant first: their place
-        model.register_buffer('place', torch.tensor(places + [0] + places + [1] + list(range(2, cfg.digits + 2))),
-                              persistent=False)  # '+': 0; '=' predicts the units: 1; answer digit k predicts place k + 2
-        model.coupling = nn.Embedding(cfg.digits + 2, cfg.n_embd)
-        nn.init.normal_(model.coupling.weight, std=0.02)
-        model.position_embedding_table.register_forward_hook(
-            lambda table, args, out: out + model.coupling(model.place[args[0]]))  # args[0]: the positions
+        model.position_embedding_table = PlaceMarks(cfg.digits, cfg.n_embd)
+        model.apply(model._init_weights)  # gpt.py's init (std 0.02) for the marks too
     return model
 
 
@@ -157,27 +173,35 @@ def train(cfg):
     model = build(cfg).to(cfg.device)
     print(f"{sum(p.numel() for p in model.parameters()):,} parameters; training on {cfg.digits}-digit problems"
           f"{', position coupling' if cfg.coupling else ''}")
+    look = lambda: f"{score(model, *draw(1000, cfg.digits, g_val, testing=True), cfg.digits, cfg.device)[0]:.1%}"
+    seconds, loss = fit(model, cfg, lambda: get_batch(cfg.batch_size, cfg.digits, g, cfg.device), look)
+    gpt.save_checkpoint(cfg.ckpt_path, model, chars, cfg, cfg.max_iters, loss)
+    print(f"saved to {cfg.ckpt_path}")
+    return model, seconds
+
+
+def fit(model, cfg, batch, look):
+    """cfg.max_iters AdamW steps on batch() (inputs, targets), gpt.py's schedule, printing look() (held-out exact
+    match) every eval_interval steps: (training seconds, last loss). The calculator trains with it too."""
     optimizer = gpt.adamw(model.parameters(), cfg.learning_rate, cfg.device)
     start = time.time()
     for it in range(cfg.max_iters + 1):
-        if it % cfg.eval_interval == 0 or it == cfg.max_iters:  # a quick look at 1,000 held-out problems
-            exact, _, _ = score(model, *draw(1000, cfg.digits, g_val, testing=True), cfg.digits, cfg.device)
-            print(f"step {it}: loss {loss.item() if it else float('nan'):.4f}, held-out exact match {exact:.1%}, "
+        if it % cfg.eval_interval == 0 or it == cfg.max_iters:  # a quick look at held-out problems
+            print(f"step {it}: loss {loss.item() if it else float('nan'):.4f}, held-out exact match {look()}, "
                   f"{time.time() - start:.1f}s", flush=True)
         if it == cfg.max_iters:
             break
         for group in optimizer.param_groups:
             group['lr'] = gpt.get_lr(it, cfg)
-        x, y = get_batch(cfg.batch_size, cfg.digits, g, cfg.device)
+        x, y = batch()
         with gpt.autocast(cfg.device):
             _, loss = model(x, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
     seconds = time.time() - start
-    gpt.save_checkpoint(cfg.ckpt_path, model, chars, cfg, cfg.max_iters, loss.item())
-    print(f"trained in {seconds:.1f}s (held-out checks included); saved to {cfg.ckpt_path}")
-    return model, seconds
+    print(f"trained in {seconds:.1f}s (held-out checks included)")
+    return seconds, loss.item()
 
 
 def main(argv=None):

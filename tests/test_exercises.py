@@ -185,16 +185,19 @@ def test_position_coupling_marks_each_digit_with_its_place_and_loads_back(tmp_pa
     cfg = argparse.Namespace(digits=3, n_embd=16, n_head=2, n_layer=1, coupling=True)
     model = ex2.build(cfg)
     # 123+045=861 (the last answer digit is never an input): a's and b's places, '+' 0, '=' predicts the units
-    assert model.place.tolist() == [3, 2, 1, 0, 3, 2, 1, 1, 2, 3, 4]
-    positions = torch.arange(11)
-    added = model.position_embedding_table(positions) - model.position_embedding_table.weight
-    assert torch.allclose(added, model.coupling.weight[model.place])  # the same vector for the same place
+    marks = model.position_embedding_table
+    assert marks.place.tolist() == [3, 2, 1, 0, 3, 2, 1, 1, 2, 3, 4]
+    # and the place each of a's and b's digits carries into, matched with the answer position that predicts it
+    assert marks.carry.tolist() == [4, 3, 2, 0, 4, 3, 2, 1, 2, 3, 4]
+    # instead of a learned vector per position, the same vectors for the same place
+    assert torch.equal(marks(torch.arange(11)), marks.coupling.weight[marks.place] + marks.carrying.weight[marks.carry])
+    assert 0.015 < marks.coupling.weight.std() < 0.025 and not hasattr(marks, 'weight')
     x, y = ex2.get_batch(8, 3, torch.Generator().manual_seed(0), 'cpu')
     gpt.save_checkpoint(tmp_path / 'c.pt', model, ex2.chars, argparse.Namespace(**vars(cfg), block_size=11), 0, 1.0)
     loaded, saved = ex2.load(str(tmp_path / 'c.pt'), 'cpu')
     assert saved.coupling and torch.equal(loaded(x)[0], model(x)[0])
     plain = ex2.build(argparse.Namespace(digits=3, n_embd=16, n_head=2, n_layer=1, coupling=False))
-    assert not hasattr(plain, 'coupling')
+    assert isinstance(plain.position_embedding_table, torch.nn.Embedding)
     old = argparse.Namespace(digits=3, n_embd=16, n_head=2, n_layer=1, block_size=11)  # saved before coupling existed
     gpt.save_checkpoint(tmp_path / 'old.pt', plain, ex2.chars, old, 0, 1.0)
     loaded, saved = ex2.load(str(tmp_path / 'old.pt'), 'cpu')
