@@ -1,0 +1,270 @@
+"""The video's "swole doge project" after EX2: one GPT that answers a+b, a-b, a*b and a/b.
+
+The question: can `gpt.py`'s model, unchanged, learn all four operations on numbers of up to 3 digits, and be right
+on problems it never saw? The setup:
+- operands of 1 to `digits` digits (the count drawn first, uniformly, then the number: small numbers are as common
+  as large ones, so division meets every size of divisor and quotient); the operation drawn uniformly from --ops;
+- held out by `ex2_addition.held_out`, the same rule as the addition exercise: a pair (a, b) set aside is never
+  trained on, in any operation (nor is (b, a));
+- every row is `aaa?bbb=` (operands zero-padded), then the work, then the answer, then `.`; answers are written
+  units first, as in the addition exercise, so each digit depends on digits already written:
+  - `+`: the sum, `digits`+1 digits.                                      123+045=8610.  (168)
+  - `-`: the sign, then |a-b|, `digits` digits.                           045-123=-870.  (-78)
+  - `*`: a chain of thought first: a times each digit of b, units first, then the product, 2*`digits` digits.
+                                                                         012*034=8400,6300,0000,804000.  (408)
+  - `/`: `E` if b is 0; else long division as taught at school: for each digit of a, the part of a brought down
+    (X, `digits`+1 digits), its quotient digit q and q*b (`digits`+1 digits); then the quotient and the remainder.
+                                                                         123/007=1000,0,0000,2100,1,7000,3500,7,9400,71r4.
+    (123 = 17*7 + 4: bring down 1, 0 sevens; 12, 1 seven is 7; 53, 7 sevens are 49; quotient 17, remainder 4)
+- the loss counts everything after `=` (the work and the answer; the prompt's targets are -1, and so are those of
+  the padding after `.`); only the answer is scored: exact match, and accuracy per answer digit;
+- answers are decoded greedily with `gpt.sample_stream` (`generate`'s tokens, with a cache).
+
+`python exercises/ex2_calculator.py` trains and scores every operation on held-out problems; `--eval` scores the
+saved checkpoint again; `--ask=123*456` shows the model's work and answer. Results: exercises/README.md."""
+import argparse
+import os
+import pathlib
+import re
+import sys
+
+import torch
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+import gpt  # noqa: E402
+import ex2_addition as addition  # noqa: E402
+from _shared import exercise_settings  # noqa: E402
+
+# settings (each can be changed on the command line: --name=value)
+digits = 3             # operands have 1 to this many digits
+ops = '+-*/'           # the operations to learn
+n_layer = 3            # transformer blocks
+n_head = 4             # attention heads per block
+n_embd = 128           # embedding dimension
+batch_size = 64        # problems per training step
+max_iters = 18000      # training steps
+learning_rate = 2e-3   # AdamW's peak learning rate
+warmup_iters = 100     # steps of linear learning-rate warmup
+lr_decay = True        # cosine-decay the learning rate to a tenth of it by max_iters
+eval_interval = 1000   # score 250 held-out problems per operation every this many steps
+eval_problems = 10000  # held-out problems per operation scored at the end, and by --eval
+seed = 1337            # random seed for the model, the training problems and the held-out draw
+device = 'auto'        # 'cuda', 'mps' or 'cpu'; 'auto' takes the first one available
+ckpt_path = 'calculator.pt'  # where the trained model is saved
+eval = False           # only score the model at ckpt_path on eval_problems held-out problems per operation
+ask = ''               # show the saved model's work and answer for one problem, like --ask=123*456
+
+chars = '0123456789+-*/=,rE.'  # the vocabulary: digit d is token d
+END = chars.index('.')
+
+
+def numbers(shape, generator, digits):
+    """Random numbers of 1 to digits digits: the count uniform, then the number uniform among those of that count."""
+    count = torch.randint(1, digits + 1, shape, generator=generator)
+    low = torch.where(count == 1, 0, 10 ** (count - 1))
+    return low + (torch.rand(shape, generator=generator, dtype=torch.float64) * (10 ** count - low)).long()
+
+
+def draw(n, digits, generator, testing=False):
+    """n problems (a, b) from the training part, or from the held-out part if testing: the addition exercise's rule."""
+    return addition.draw(n, digits, generator, testing, numbers=lambda shape, g: numbers(shape, g, digits))
+
+
+def units_first(x, width):
+    """The digits of x (n,) units first: (n, width) tokens."""
+    return x[:, None] // 10 ** torch.arange(width) % 10
+
+
+def token(name, n):
+    return torch.full((n, 1), chars.index(name))
+
+
+def work(op, a, b, digits):
+    """The tokens after `=` for problems a op b, answer included, then `.`: (n, length) for this op and digits."""
+    n = len(a)
+    if op == '+':
+        return torch.cat([units_first(a + b, digits + 1), token('.', n)], 1)
+    if op == '-':
+        return torch.cat([torch.where(a < b, chars.index('-'), chars.index('+'))[:, None],
+                          units_first((a - b).abs(), digits), token('.', n)], 1)
+    if op == '*':  # a times each digit of b (units first), then the product
+        partial = [torch.cat([units_first(a * (b // 10 ** j % 10), digits + 1), token(',', n)], 1) for j in range(digits)]
+        return torch.cat(partial + [units_first(a * b, 2 * digits), token('.', n)], 1)
+    steps, rest, safe = [], torch.zeros_like(a), b.clamp(min=1)  # '/': long division, a's digits from the left
+    for i in range(digits - 1, -1, -1):
+        x = rest * 10 + a // 10 ** i % 10  # the remainder so far, with a's next digit brought down
+        q = x // safe
+        rest = x - q * safe
+        steps += [units_first(x, digits + 1), q[:, None], units_first(q * safe, digits + 1), token(',', n)]
+    rows = torch.cat(steps + [units_first(a // safe, digits), token('r', n), units_first(a % safe, digits),
+                              token('.', n)], 1)
+    zero = torch.cat([token('E', n), token('.', n)], 1)  # division by zero: the answer E, then the end
+    rows[b == 0] = torch.cat([zero, torch.full((n, rows.shape[1] - 2), END)], 1)[b == 0]
+    return rows
+
+
+def prompt(op, a, b, digits):
+    """Tokens `aaa?bbb=`: (n, 2 * digits + 2)."""
+    big = 10 ** torch.arange(digits - 1, -1, -1)
+    n = len(a)
+    return torch.cat([a[:, None] // big % 10, token(op, n), b[:, None] // big % 10, token('=', n)], 1)
+
+
+def length(op, digits):
+    """The number of tokens after `=` in every row of op (division by zero: `E.`, padded with `.`)."""
+    return work(op, torch.tensor([1]), torch.tensor([1]), digits).shape[1]
+
+
+def answer_span(op, digits):
+    """Where the answer sits among the tokens after `=`: the answer is what follows the work, `.` included."""
+    return {'+': slice(0, digits + 2), '-': slice(0, digits + 2), '*': slice(-(2 * digits + 1), None),
+            '/': slice(-(2 * digits + 2), None)}[op]
+
+
+def block_size(cfg):
+    return 2 * cfg.digits + 1 + max(length(op, cfg.digits) for op in cfg.ops)  # the longest row less its last token
+
+
+def get_batch(n, cfg, generator, device, testing=False):
+    """Inputs x and targets y (x shifted by one) for n problems of random operations from cfg.ops; targets of the
+    prompt (the next token is still a or b) and of the padding after `.` are -1, so only the work is learned."""
+    a, b = draw(n, cfg.digits, generator, testing)
+    which = torch.randint(len(cfg.ops), (n,), generator=generator)
+    rows = torch.full((n, block_size(cfg) + 1), END)
+    mask = torch.zeros_like(rows, dtype=torch.bool)
+    p = 2 * cfg.digits + 2
+    for k, op in enumerate(cfg.ops):
+        i = (which == k).nonzero()[:, 0]
+        w = work(op, a[i], b[i], cfg.digits)
+        rows[i, :p + w.shape[1]] = torch.cat([prompt(op, a[i], b[i], cfg.digits), w], 1)
+        first_end = (w == END).long().argmax(1)  # the first `.`: what comes after it is padding
+        mask[i, :p + w.shape[1]] = torch.arange(p + w.shape[1]) <= p + first_end[:, None]
+    x, y = rows[:, :-1], rows[:, 1:].clone()
+    y[~mask[:, 1:]] = -1
+    y[:, :p - 1] = -1  # targets up to `=`: the prompt
+    return x.to(device), y.to(device)
+
+
+@torch.no_grad()
+def solve(model, op, a, b, digits, device, chunk=2000):
+    """The model's greedy tokens after `=` for a op b: (n, length)."""
+    was_training = model.training
+    model.eval()
+    rows = prompt(op, a, b, digits).to(device)
+    got = torch.cat([torch.stack(list(gpt.sample_stream(model, rows[i:i + chunk], length(op, digits), top_k=1)), 1)
+                     for i in range(0, len(rows), chunk)])
+    model.train(was_training)
+    return got.cpu()
+
+
+def score(model, op, a, b, digits, device):
+    """Exact match of the answer, accuracy per answer token, and whether each whole row (work too) was right."""
+    got, true = solve(model, op, a, b, digits, device), work(op, a, b, digits)
+    span = answer_span(op, digits)
+    right = got[:, span] == true[:, span]
+    if op == '/':  # division by zero: the answer is `E.`, the first two tokens
+        zero = (b == 0).nonzero()[:, 0]
+        right[zero] = (got[zero, :2] == true[zero, :2]).all(1, keepdim=True)
+    kept = torch.arange(true.shape[1]) <= (true == END).long().argmax(1)[:, None]  # up to the first `.`
+    return right.all(1).float().mean().item(), right.float().mean(0).tolist(), ((got == true) | ~kept).all(1)
+
+
+def report(model, cfg, seed):
+    """Score eval_problems held-out problems per operation, drawn with seed, and print the table."""
+    print("| operation | held-out problems | exact match (answer) | work and answer all right | per answer token |")
+    print("| --- | --- | --- | --- | --- |")
+    result = {}
+    for k, op in enumerate(cfg.ops):
+        a, b = draw(cfg.eval_problems, cfg.digits, torch.Generator().manual_seed(seed + 1000 * k), testing=True)
+        exact, per_token, whole = score(model, op, a, b, cfg.digits, cfg.device)
+        result[op] = exact
+        print(f"| {op} | {cfg.eval_problems:,} (seed {seed}) | {exact:.2%} | {whole.float().mean().item():.2%} | "
+              f"{' '.join(f'{p:.1%}' for p in per_token)} |", flush=True)
+    return result
+
+
+def read(op, tokens, digits):
+    """The model's answer, written as a person would, from its tokens after `=`."""
+    text = ''.join(chars[t] for t in tokens)
+    ans = text[answer_span(op, digits)]
+    if op == '/' and text.startswith('E'):
+        return 'division by zero'
+    if op == '-':
+        return ('-' if ans[0] == '-' else '') + str(int(ans[1:-1][::-1]))
+    if op == '/':
+        q, r = ans[:-1].split('r')
+        return f"{int(q[::-1])} remainder {int(r[::-1])}"
+    return str(int(ans[:-1][::-1]))
+
+
+def show_work(model, cfg, question):
+    """Print the model's work and answer for one problem like 123*456."""
+    found = re.fullmatch(r'\s*(\d+)\s*([-+*/])\s*(\d+)\s*', question)
+    if not found or max(len(found[1]), len(found[3])) > cfg.digits or found[2] not in cfg.ops:
+        raise gpt.UserError(f"--ask={question!r} is not a problem this model knows: write it like 123*456, with "
+                            f"numbers of up to {cfg.digits} digits and one of {' '.join(cfg.ops)}")
+    a, op, b = torch.tensor([int(found[1])]), found[2], torch.tensor([int(found[3])])
+    tokens = solve(model, op, a, b, cfg.digits, cfg.device)[0].tolist()
+    line = ''.join(chars[t] for t in prompt(op, a, b, cfg.digits)[0].tolist() + tokens)
+    print(f"the model writes: {line[:line.index('.') + 1] if '.' in line else line}")
+    try:
+        print(f"its answer: {found[1]} {op} {found[3]} = {read(op, tokens, cfg.digits)}")
+    except ValueError:
+        print("its answer: unreadable (the model did not write an answer in the right form)")
+
+
+def build(cfg):
+    return gpt.GPTLanguageModel(len(chars), cfg.n_embd, cfg.n_head, cfg.n_layer, block_size(cfg), 0.0)
+
+
+def load(path, device):
+    """The calculator saved at path and its settings, or a one-line error."""
+    if not os.path.exists(path):
+        raise gpt.UserError(f"no checkpoint at {path}: train one first with `python exercises/ex2_calculator.py`")
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+        if ckpt['chars'] != chars:
+            raise ValueError('not the calculator vocabulary')
+        cfg = argparse.Namespace(**ckpt['config'])
+        model = build(cfg)
+        model.load_state_dict(ckpt['model'])
+    except Exception:
+        raise gpt.UserError(f"{path} holds no calculator: train one with `python exercises/ex2_calculator.py`, "
+                            "or set --ckpt_path") from None
+    return model.to(device), cfg
+
+
+def main(argv=None):
+    """Train and score every operation on held-out problems; --eval scores the saved model; --ask asks it one."""
+    p, cfg = exercise_settings(__file__, globals(), argv, __doc__, at_least_1=(
+        'digits', 'n_layer', 'n_head', 'n_embd', 'batch_size', 'max_iters', 'eval_interval', 'eval_problems'))
+    if cfg.digits > 6:
+        p.error(f"--digits must be 6 or fewer, not {cfg.digits}: products must fit the held-out rule's integers")
+    if not cfg.ops or set(cfg.ops) - set('+-*/') or len(set(cfg.ops)) < len(cfg.ops):
+        p.error(f"--ops must name each of + - * / at most once, like --ops=+-*/ or --ops=+-, not {cfg.ops!r}")
+    if not 0 < cfg.learning_rate < float('inf') or cfg.warmup_iters < 0:
+        p.error("--learning_rate must be above 0 and finite, and --warmup_iters 0 or more")
+    if cfg.n_embd % cfg.n_head:
+        p.error(f"n_embd ({cfg.n_embd}) must be divisible by n_head ({cfg.n_head}): each head gets n_embd // n_head")
+    if cfg.eval or cfg.ask:
+        model, saved = load(cfg.ckpt_path, cfg.device)
+        saved.device, saved.eval_problems = cfg.device, cfg.eval_problems
+        return show_work(model, saved, cfg.ask) if cfg.ask else report(model, saved, cfg.seed)
+    torch.manual_seed(cfg.seed)
+    cfg.block_size = block_size(cfg)
+    model = build(cfg).to(cfg.device)
+    print(f"{sum(p.numel() for p in model.parameters()):,} parameters; operations {' '.join(cfg.ops)} on numbers "
+          f"of up to {cfg.digits} digits; rows of up to {cfg.block_size + 1} tokens")
+    g, g_val = torch.Generator().manual_seed(cfg.seed), torch.Generator().manual_seed(cfg.seed + 1)
+
+    def look():  # a quick look: exact match on 250 held-out problems per operation
+        return ' '.join(f"{op} {score(model, op, *draw(250, cfg.digits, g_val, True), cfg.digits, cfg.device)[0]:.1%}"
+                        for op in cfg.ops)
+    addition.fit(model, cfg, lambda: get_batch(cfg.batch_size, cfg, g, cfg.device), look)
+    gpt.save_checkpoint(cfg.ckpt_path, model, chars, cfg, cfg.max_iters, 0.0)
+    print(f"saved to {cfg.ckpt_path}")
+    return report(model, cfg, cfg.seed)
+
+
+if __name__ == '__main__':
+    gpt.run(main)

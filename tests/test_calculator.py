@@ -1,0 +1,121 @@
+"""EX2's calculator at tiny sizes: every operation's rows and work, the masking, the held-out rule, a tiny model."""
+import argparse
+import sys
+
+import pytest
+import torch
+
+from conftest import ROOT, assert_user_error, run_script
+
+sys.path.insert(0, str(ROOT / 'exercises'))
+import ex2_addition as ex2  # noqa: E402
+import ex2_calculator as calc  # noqa: E402
+
+ALL = argparse.Namespace(digits=3, ops='+-*/')
+
+
+def text(tokens):
+    return ''.join('_' if t < 0 else calc.chars[t] for t in tokens)
+
+
+def row(op, a, b, digits=3):
+    a, b = torch.tensor([a]), torch.tensor([b])
+    return text(calc.prompt(op, a, b, digits)[0].tolist() + calc.work(op, a, b, digits)[0].tolist())
+
+
+def test_each_operation_writes_its_work_and_answer_units_first():
+    assert row('+', 123, 45) == '123+045=8610.'
+    assert row('-', 45, 123) == '045-123=-870.' and row('-', 123, 45) == '123-045=+870.'
+    assert row('-', 7, 7) == '007-007=+000.'
+    # 12*34: 12*4 = 48, 12*3 = 36, 12*0 = 0, then 408
+    assert row('*', 12, 34) == '012*034=8400,6300,0000,804000.'
+    # 123/7: bring down 1, 0 sevens; 12, one seven (7); 53, seven sevens (49); quotient 17, remainder 4
+    assert row('/', 123, 7) == '123/007=100000000,210017000,350079400,710r400.'
+    assert row('/', 5, 0) == '005/000=E.' + '.' * 36  # division by zero: the answer E, the rest padding
+    assert row('/', 2, 1, digits=1) == '2/1=20220,2r0.'
+
+
+@pytest.mark.parametrize('op', list('+-*/'))
+def test_the_answer_read_off_after_the_work_is_the_arithmetic(op):
+    g = torch.Generator().manual_seed(0)
+    a, b = calc.draw(3000, 3, g)
+    if op == '/':
+        a, b = torch.cat([a, torch.tensor([0, 999, 5])]), torch.cat([b, torch.tensor([0, 0, 999])])
+    work = calc.work(op, a, b, 3)
+    assert work.shape[1] == calc.length(op, 3) and (work[:, -1] == calc.END).all()
+    for x, y, w in zip(a.tolist(), b.tolist(), work.tolist()):
+        want = {'+': str(x + y), '-': str(x - y), '*': str(x * y),
+                '/': f'{x // y} remainder {x % y}' if y else 'division by zero'}[op]
+        assert calc.read(op, w, 3) == want, (x, y, text(w))
+    if op == '*':  # the work: a times each digit of b, units first, each 4 digits
+        for j in range(3):
+            part = work[:, 5 * j:5 * j + 4]
+            assert torch.equal((part * 10 ** torch.arange(4)).sum(1), a * (b // 10 ** j % 10))
+    if op == '/':  # the work: each quotient digit times b never exceeds the part brought down, and the rest < b
+        nonzero = b > 0
+        for i in range(3):
+            step = work[nonzero, 10 * i:10 * i + 9]  # X, q, q*b, then ','
+            x, q, qb = (step[:, :4] * 10 ** torch.arange(4)).sum(1), step[:, 4], (step[:, 5:9] * 10 ** torch.arange(4)).sum(1)
+            assert torch.equal(qb, q * b[nonzero]) and (x - qb >= 0).all() and (x - qb < b[nonzero]).all()
+
+
+def test_batches_mask_the_prompt_and_the_padding_and_mix_every_operation():
+    x, y = calc.get_batch(2000, ALL, torch.Generator().manual_seed(0), 'cpu')
+    assert x.shape == y.shape == (2000, calc.block_size(ALL)) == (2000, 45)
+    assert (y[:, :7] == -1).all() and (y[:, 7] >= 0).all()  # from `=` on, the work is learned
+    kept = y != -1
+    assert torch.equal(x[:, 1:][kept[:, :-1]], y[:, :-1][kept[:, :-1]])  # y is x shifted where kept
+    ends = (y == calc.END) & kept
+    assert (ends.sum(1) == 1).all()  # each row's first `.` is learned, the padding after it is not
+    assert (~kept[torch.arange(45) > ends.long().argmax(1)[:, None]]).all()
+    rows = [text(r) for r in x.tolist()]
+    for op in '+-*/':
+        assert 350 < sum(r[3] == op for r in rows) < 650
+    zero = [r for r in rows if r[3:7] == '/000']  # division by zero comes up, and is answered E
+    assert zero and all(r[8:] == 'E' + '.' * 36 for r in zero)
+
+
+def test_the_held_out_rule_is_the_addition_exercises_and_never_leaks_into_training():
+    g = torch.Generator().manual_seed(1)
+    a, b = calc.draw(20000, 3, g)
+    assert not ex2.held_out(a, b).any()
+    counts = torch.bincount(torch.cat([a, b]).clamp(min=1).log10().floor().long(), minlength=3)
+    assert (counts.float() / counts.sum() - 1 / 3).abs().max() < 0.02  # 1, 2 and 3 digits, a third each
+    a, b = calc.draw(500, 3, g, testing=True)
+    assert ex2.held_out(a, b).all()
+    x, _ = calc.get_batch(5000, ALL, g, 'cpu')  # what training sees: no held-out pair, in any operation
+    places = torch.tensor([100, 10, 1])
+    assert not ex2.held_out((x[:, 0:3] * places).sum(1), (x[:, 4:7] * places).sum(1)).any()
+    held = calc.draw(50000, 3, g, testing=True)
+    assert (held[1] == 0).sum() > 100  # held-out divisions by zero exist and are scored too
+
+
+def test_a_tiny_calculator_learns_one_digit_addition_and_subtraction_and_answers_a_question(tmp_path):
+    args = ['--digits=1', '--ops=+-', '--n_layer=2', '--n_embd=48', '--n_head=2', '--batch_size=128',
+            '--max_iters=700', '--eval_interval=700', '--eval_problems=200', '--learning_rate=1e-2', '--device=cpu']
+    result = run_script('exercises/ex2_calculator.py', *args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    table = {line.split(' | ')[0][2:]: line for line in result.stdout.splitlines() if line.startswith('| + ') or
+             line.startswith('| - ')}
+    assert set(table) == {'+', '-'}, result.stdout
+    model, cfg = calc.load(str(tmp_path / 'calculator.pt'), 'cpu')
+    for op in '+-':  # every 1-digit problem the model trained on, answered exactly
+        a, b = torch.arange(10).repeat_interleave(10), torch.arange(10).repeat(10)
+        seen = ~ex2.held_out(a, b)
+        exact, _, whole = calc.score(model, op, a[seen], b[seen], 1, 'cpu')
+        assert exact == 1.0 and whole.all(), (op, exact)
+    asked = run_script('exercises/ex2_calculator.py', '--ask=7-9', '--device=cpu', cwd=tmp_path)
+    assert asked.returncode == 0, asked.stderr
+    assert asked.stdout == 'the model writes: 7-9=-2.\nits answer: 7 - 9 = -2\n'
+    assert_user_error(run_script('exercises/ex2_calculator.py', '--ask=7*9', cwd=tmp_path), 1, '--ask', '7*9')
+
+
+@pytest.mark.parametrize('args, code, words', [
+    (['--eval'], 1, ['no checkpoint', 'calculator.pt']),
+    (['--ops=+x'], 2, ['--ops']),
+    (['--ops=++'], 2, ['--ops']),
+    (['--digits=7'], 2, ['--digits']),
+    (['--learning_rate=0'], 2, ['--learning_rate']),
+])
+def test_calculator_errors(args, code, words, tmp_path):
+    assert_user_error(run_script('exercises/ex2_calculator.py', *args, cwd=tmp_path), code, *words)
