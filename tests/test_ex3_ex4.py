@@ -2,6 +2,7 @@
 import argparse
 import random
 import sys
+import time
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from conftest import DATA, ROOT, TINY
 sys.path.insert(0, str(ROOT / 'exercises'))
 import ex3_pretrain_finetune as ex3  # noqa: E402
 import ex4_literature as ex4  # noqa: E402
+import ex4_speedrun as speedrun  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures('data_path')  # DATA below: tiny Shakespeare, found or downloaded
 VOCAB = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"  # tiny Shakespeare's 65
@@ -143,3 +145,43 @@ def test_muon_orthogonalizes_and_trains_through_gpt_train(tmp_path):
     before = [p.detach().clone() for p in model.parameters()]
     best = gpt.train(cfg, model=model, optimizer=opt)
     assert best < 3.3 and all(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+# ----------------------------------------------------------------------------- EX4 as a speedrun
+def test_every_speedrun_change_together_keeps_the_model_causal_and_trains_on_its_clock():
+    every = speedrun.CHANGES
+    c = argparse.Namespace(device='cpu', input_file=str(DATA), evals=3, target=3.5)
+    chars, splits = gpt.load_data(str(DATA), 64)
+    start = time.perf_counter()
+    val, steps, reached, history = speedrun.run(every, 0, 3.0, c, chars, splits)
+    took = time.perf_counter() - start
+    assert history[0][0] == 0 and len(history) == 4 and 3.0 <= history[-1][0] < took  # evaluations off the clock
+    assert history[0][1] > 4.0 and val < 3.0 and reached is not None, history  # 4.17 at the start: it learns
+    cfg = speedrun.settings(every, c)
+    assert (cfg.batch_size, cfg.n_embd, cfg.n_head) == (32, 192, 6)
+    torch.manual_seed(0)
+    model = speedrun.build(every, 65, cfg)
+    assert all((b.sa.proj.weight == 0).all() and (b.ffwd.net[2].weight == 0).all() for b in model.blocks)
+    for p in model.parameters():  # as after some training: no zero projections left to hide a leak
+        p.data += 0.02 * torch.randn_like(p)
+    x = torch.randint(65, (2, 64))
+    y = x.clone()
+    y[:, 40:] = torch.randint(65, (2, 24))
+    assert torch.allclose(model(x)[0][:, :40], model(y)[0][:, :40], atol=1e-5)
+    assert not torch.allclose(model(x)[0][:, 40:], model(y)[0][:, 40:])
+    assert model(x)[0].abs().max() <= 15  # soft-capped logits
+
+
+def test_speedrun_schedules_and_table(capsys):
+    warm = 50 / 8000
+    assert speedrun.lr_factor(0.0, (), warm) < 0.01 and speedrun.lr_factor(warm, (), warm) == pytest.approx(1.0)
+    assert speedrun.lr_factor(0.999, (), warm) == pytest.approx(0.1, abs=1e-3)  # gpt.py's cosine to a tenth
+    assert speedrun.lr_factor(0.5, ('wsd',), warm) == 1.0 and speedrun.lr_factor(0.8, ('wsd',), warm) == pytest.approx(0.5)
+    rows = speedrun.main(['--record=clock,relu2', '--seeds=1', '--budget=1', '--baseline_iters=20', '--evals=2',
+                          f'--input_file={DATA}', '--target=9'])
+    out = capsys.readouterr().out
+    assert [r[0] for r in rows] == ['python gpt.py', 'clock', 'relu2'] and rows[1][3]  # the harness row is kept
+    assert '| 0 | python gpt.py |' in out and '| 2 | relu2 |' in out
+    with pytest.raises(SystemExit):
+        speedrun.main(['--record=clock,clock', f'--input_file={DATA}'])
+    assert capsys.readouterr().err.strip().endswith('--help lists every setting')

@@ -1,0 +1,197 @@
+"""EX4 as a laptop speedrun: the lowest val loss in the wall time of `python gpt.py`'s CPU run, changes added one by one.
+
+The question: what do the tricks that modded-nanogpt's and nanochat's logs report as paying off at small scale buy on a
+laptop CPU, where a whole run lasts under three minutes? The rules:
+- the data, the split and the evaluation are `gpt.py`'s: `gpt.get_batch` on the same 90/10 split, and the val loss of
+  `gpt.estimate_loss` (its CPU setting: 20 fixed batches of 16 x 64 characters, the same for every run);
+- the budget, per seed, is the training time of `gpt.train` with the CPU settings (`python gpt.py`, 8000 steps),
+  run first with that seed in the same program: the first row, its evaluations on the clock as a learner waits
+  for them;
+- every other row trains for that many seconds on its own clock, which stops while it evaluates (as in
+  modded-nanogpt): the learning-rate schedule runs on the clock's fraction of the budget, and training stops when the
+  budget is spent, whatever the step count;
+- the rows are cumulative, a record table: each adds one change to the row above, with 3 seeds; a change that does
+  not lower the mean val loss is marked "not kept" and the next row builds on the last kept one.
+The changes (--record lists them in order; each name once):
+- clock: gpt.py's recipe (AdamW 3e-3, warmup 50 steps' worth, cosine to a tenth) on the clock that stops for
+  evaluations
+- muon: Muon (exercises/ex4_literature.py) for the blocks' matrices, AdamW for the rest; its Newton-Schulz cost is
+  printed
+- relu2: squared ReLU in the feed-forward (modded-nanogpt)
+- zeroinit: every block's two output projections start at zero, so each block starts as the identity (modded-nanogpt)
+- softcap: logits squashed to 15 tanh(logits / 15) (Gemma 2; modded-nanogpt)
+- wsd: warmup, then a constant learning rate, then a linear decay to zero over the last 40% (warmup-stable-decay)
+- lr2x: both learning rates doubled
+- batch32: 32 sequences a step instead of 16, more characters a second on two cores
+- wide: n_embd 192, 6 heads of 32 (the same 2 layers)
+
+`python exercises/ex4_speedrun.py` runs the table; the results are in exercises/README.md."""
+import argparse
+import math
+import pathlib
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn as nn
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+import gpt  # noqa: E402
+import ex4_literature as literature  # noqa: E402
+from _shared import exercise_settings  # noqa: E402
+
+# settings (each can be changed on the command line: --name=value)
+record = 'clock,muon,relu2,zeroinit,softcap,wsd,lr2x,batch32,wide'  # the changes, each added to the rows above
+seeds = '1337,42,7'       # comma-separated random seeds: every row once per seed
+budget = 0.0              # seconds of training per run; 0: the seed's `python gpt.py` training time, measured first
+baseline_iters = 8000     # the steps of the `python gpt.py` run that sets the budget (its CPU setting)
+evals = 20                # evaluations per run, spread evenly over the budget (off the clock)
+target = 1.89             # report the time to the first val loss at or below this
+device = 'cpu'            # the CPU run is the one to beat ('cuda' and 'mps' run the same small models)
+input_file = 'input.txt'  # tiny Shakespeare (downloaded if this is missing)
+
+CHANGES = ('clock', 'muon', 'relu2', 'zeroinit', 'softcap', 'wsd', 'lr2x', 'batch32', 'wide')
+
+
+class SoftCap(nn.Module):
+    """cap * tanh(x / cap): logits stay within +-cap, without changing the small ones."""
+    def __init__(self, cap=15.0):
+        super().__init__()
+        self.cap = cap
+
+    def forward(self, x):
+        return self.cap * torch.tanh(x / self.cap)
+
+
+def settings(changes, c):
+    """gpt.py's CPU settings with the shape changes (batch32, wide) applied."""
+    cfg = gpt.parse_config([f'--device={c.device}', '--settings=cpu', f'--input_file={c.input_file}'])
+    if 'batch32' in changes:
+        cfg.batch_size = 32
+    if 'wide' in changes:
+        cfg.n_embd, cfg.n_head = 192, 6
+    return cfg
+
+
+def build(changes, vocab_size, cfg):
+    """gpt.py's model (through ex4_literature.build) with the model changes among changes."""
+    model = literature.build('relu2' if 'relu2' in changes else 'baseline', vocab_size, cfg)
+    if 'zeroinit' in changes:
+        for block in model.blocks:
+            nn.init.zeros_(block.sa.proj.weight)
+            nn.init.zeros_(block.ffwd.net[2].weight)
+    if 'softcap' in changes:
+        model.lm_head = nn.Sequential(model.lm_head, SoftCap())
+    return model
+
+
+def lr_factor(frac, changes, warmup):
+    """The learning rate's share of its peak at this fraction of the budget."""
+    if frac < warmup:
+        return (frac + 1e-9) / warmup
+    if 'wsd' in changes:
+        return min(1.0, (1 - frac) / 0.4)
+    return 0.1 + 0.45 * (1 + math.cos(math.pi * (frac - warmup) / (1 - warmup)))  # gpt.py's cosine to a tenth
+
+
+def run(changes, seed, seconds, c, chars, splits):
+    """Train for `seconds` on a clock that stops while evaluating: (final val loss, steps, seconds to the target or
+    None, [(clock, val loss)])."""
+    torch.manual_seed(seed)
+    cfg = settings(changes, c)
+    model = build(changes, len(chars), cfg).to(c.device)
+    lr = cfg.learning_rate * (2 if 'lr2x' in changes else 1)
+    if 'muon' in changes:
+        optimizer = literature.Muon(model, lr, literature.muon_lr * (2 if 'lr2x' in changes else 1))
+    else:
+        optimizer = gpt.adamw(model.parameters(), lr, c.device)
+    peaks = [g['lr'] for g in optimizer.param_groups]
+    warmup = cfg.warmup_iters / cfg.max_iters  # gpt.py's 50 of 8000 steps, as a fraction of the budget
+    clock, steps, history = 0.0, 0, []
+    while clock < seconds:
+        if clock >= len(history) * seconds / c.evals:  # an evaluation, off the clock
+            history.append((clock, gpt.estimate_loss(model, splits, cfg.eval_iters, 16, 64, c.device)['val']))
+            model.train()
+        start = time.perf_counter()
+        for group, peak in zip(optimizer.param_groups, peaks):
+            group['lr'] = peak * lr_factor(clock / seconds, changes, warmup)
+        x, y = gpt.get_batch(splits['train'], cfg.batch_size, cfg.block_size, c.device)
+        with gpt.autocast(c.device):
+            _, loss = model(x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        steps += 1
+        clock += time.perf_counter() - start
+    history.append((clock, gpt.estimate_loss(model, splits, cfg.eval_iters, 16, 64, c.device)['val']))
+    return history[-1][1], steps, next((s for s, v in history if v <= c.target), None), history
+
+
+def newton_schulz_cost(chars, c):
+    """Milliseconds of Muon's orthogonalisation per step at the CPU settings, and of a whole Muon step."""
+    cfg = settings((), c)
+    model = build((), len(chars), cfg)
+    shapes = {p.shape for p in model.blocks.parameters() if p.ndim == 2}
+    grads = {s: torch.randn(sum(p.shape == s for p in model.blocks.parameters()), *s) for s in shapes}
+    for _ in range(3):
+        [literature.orthogonalize(g) for g in grads.values()]
+    start = time.perf_counter()
+    for _ in range(50):
+        [literature.orthogonalize(g) for g in grads.values()]
+    return (time.perf_counter() - start) / 50 * 1000
+
+
+def main(argv=None):
+    """The baselines first (they set each seed's budget), then the record table's rows, each on every seed."""
+    p, c = exercise_settings(__file__, globals(), argv, __doc__, at_least_1=('evals', 'baseline_iters'))
+    names = c.record.split(',')
+    unknown = [n for n in names if n not in CHANGES]
+    if unknown or len(set(names)) < len(names):
+        p.error(f"--record must name each change at most once, from {', '.join(CHANGES)}, not {c.record!r}")
+    if not c.budget >= 0:
+        p.error(f"--budget must be 0 (the baseline's time) or more seconds, not {c.budget}")
+    chars, splits = gpt.load_data(c.input_file, 64, fetch=c.input_file == input_file)
+    base = {}
+    for seed in c.seeds:  # gpt.py's own run, its evaluations on the clock: the budget
+        best, seconds, reached, _, _ = literature.train('baseline', seed, c.baseline_iters, argparse.Namespace(
+            device=c.device, input_file=c.input_file, eval_interval=250, target=c.target, muon_lr=literature.muon_lr))
+        base[seed] = (best, c.budget or seconds, reached)
+        print(f"python gpt.py, seed {seed}: best val {best:.4f} in {seconds:.1f}s; val <= {c.target} at "
+              f"{'never' if reached is None else f'{reached:.0f}s'}", flush=True)
+    if 'muon' in names:
+        print(f"Muon's Newton-Schulz iteration: {newton_schulz_cost(chars, c):.1f} ms a step; a step of gpt.py's run "
+              f"with its evaluations: {statistics.mean(b[1] for b in base.values()) / c.baseline_iters * 1000:.1f} ms", flush=True)
+    rows = [('python gpt.py', (), [(b[0], c.baseline_iters, b[2]) for b in base.values()], True)]
+    kept = ()
+    for name in names:
+        changes = kept + (name,)
+        results = []
+        for seed in c.seeds:
+            val, steps, reached, _ = run(changes, seed, base[seed][1], c, chars, splits)
+            results.append((val, steps, reached))
+            print(f"{'+'.join(changes)}, seed {seed}: val {val:.4f} after {steps} steps; val <= {c.target} at "
+                  f"{'never' if reached is None else f'{reached:.0f}s'}", flush=True)
+        better = statistics.mean(r[0] for r in results) < statistics.mean(r[0] for r in rows[-1 if rows[-1][3] else
+                                                                          max(i for i, r in enumerate(rows) if r[3])][2])
+        better = better or name == 'clock'  # the harness itself: kept, whatever it gives
+        kept = changes if better else kept
+        rows.append((name, changes, results, better))
+    print(f"\n| row | change | val loss: mean (range) over seeds {', '.join(map(str, c.seeds))} | gain | steps | "
+          f"seconds to val {c.target} | kept |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    last = None
+    for i, (name, changes, results, good) in enumerate(rows):
+        vals = [r[0] for r in results]
+        hit = [r[2] for r in results if r[2] is not None]
+        gain = '' if last is None else f"{statistics.mean(vals) - last:+.4f}"
+        print(f"| {i} | {name} | {statistics.mean(vals):.4f} ({min(vals):.4f}-{max(vals):.4f}) | {gain} | "
+              f"{statistics.mean(r[1] for r in results):.0f} | "
+              f"{f'{statistics.mean(hit):.0f}' if len(hit) == len(results) else f'{len(hit)} of {len(results)} seeds'} | "
+              f"{'yes' if good else 'no'} |")
+        last = statistics.mean(vals) if good else last
+    return rows
+
+
+if __name__ == '__main__':
+    gpt.run(main)
