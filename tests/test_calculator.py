@@ -5,6 +5,7 @@ import sys
 import pytest
 import torch
 
+import gpt
 from conftest import ROOT, assert_user_error, run_script
 
 sys.path.insert(0, str(ROOT / 'exercises'))
@@ -90,32 +91,39 @@ def test_the_held_out_rule_is_the_addition_exercises_and_never_leaks_into_traini
     assert (held[1] == 0).sum() > 100  # held-out divisions by zero exist and are scored too
 
 
-def test_a_tiny_calculator_learns_one_digit_addition_and_subtraction_and_answers_a_question(tmp_path):
-    args = ['--digits=1', '--ops=+-', '--n_layer=2', '--n_embd=48', '--n_head=2', '--batch_size=128',
-            '--max_iters=700', '--eval_interval=700', '--eval_problems=200', '--learning_rate=1e-2', '--device=cpu']
-    result = run_script('exercises/ex2_calculator.py', *args, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    table = {line.split(' | ')[0][2:]: line for line in result.stdout.splitlines() if line.startswith('| + ') or
-             line.startswith('| - ')}
-    assert set(table) == {'+', '-'}, result.stdout
-    model, cfg = calc.load(str(tmp_path / 'calculator.pt'), 'cpu')
+def test_a_tiny_calculator_learns_one_digit_addition_and_subtraction_and_answers_a_question(tmp_path, capsys):
+    ckpt = tmp_path / 'calculator.pt'
+    result = calc.main(['--digits=1', '--ops=+-', '--n_layer=2', '--n_embd=48', '--n_head=2', '--batch_size=128',
+                        '--max_iters=700', '--eval_interval=700', '--eval_problems=200', '--learning_rate=3e-3',
+                        '--device=cpu', f'--ckpt_path={ckpt}'])
+    out = capsys.readouterr().out
+    assert set(result) == {'+', '-'} and '| + | 200 (seed 1337) |' in out and '| - | 200 (seed 1337) |' in out
+    model, cfg = calc.load(str(ckpt), 'cpu')
     for op in '+-':  # every 1-digit problem the model trained on, answered exactly
         a, b = torch.arange(10).repeat_interleave(10), torch.arange(10).repeat(10)
         seen = ~ex2.held_out(a, b)
         exact, _, whole = calc.score(model, op, a[seen], b[seen], 1, 'cpu')
         assert exact == 1.0 and whole.all(), (op, exact)
-    asked = run_script('exercises/ex2_calculator.py', '--ask=7-9', '--device=cpu', cwd=tmp_path)
-    assert asked.returncode == 0, asked.stderr
-    assert asked.stdout == 'the model writes: 7-9=-2.\nits answer: 7 - 9 = -2\n'
-    assert_user_error(run_script('exercises/ex2_calculator.py', '--ask=7*9', cwd=tmp_path), 1, '--ask', '7*9')
+    calc.main(['--ask=7-9', '--device=cpu', f'--ckpt_path={ckpt}'])
+    assert capsys.readouterr().out == 'the model writes: 7-9=-2.\nits answer: 7 - 9 = -2\n'
+    with pytest.raises(gpt.UserError, match=r"--ask='7\*9' is not a problem this model knows"):
+        calc.main(['--ask=7*9', '--device=cpu', f'--ckpt_path={ckpt}'])
 
 
-@pytest.mark.parametrize('args, code, words', [
-    (['--eval'], 1, ['no checkpoint', 'calculator.pt']),
-    (['--ops=+x'], 2, ['--ops']),
-    (['--ops=++'], 2, ['--ops']),
-    (['--digits=7'], 2, ['--digits']),
-    (['--learning_rate=0'], 2, ['--learning_rate']),
+@pytest.mark.parametrize('args, words', [
+    (['--ops=+x'], ['--ops']),
+    (['--ops=++'], ['--ops']),
+    (['--digits=7'], ['--digits']),
+    (['--learning_rate=0'], ['--learning_rate']),
 ])
-def test_calculator_errors(args, code, words, tmp_path):
-    assert_user_error(run_script('exercises/ex2_calculator.py', *args, cwd=tmp_path), code, *words)
+def test_calculator_settings_errors(args, words, capsys):
+    with pytest.raises(SystemExit) as exit:
+        calc.main(args)
+    err = capsys.readouterr().err
+    assert exit.value.code == 2 and len(err.splitlines()) == 1 and err.endswith('--help lists every setting\n')
+    assert all(w in err for w in words), err
+
+
+def test_calculator_without_a_checkpoint_says_so_in_one_line(tmp_path):
+    assert_user_error(run_script('exercises/ex2_calculator.py', '--eval', cwd=tmp_path), 1, 'no checkpoint',
+                      'calculator.pt')
