@@ -14,8 +14,9 @@ on problems it never saw? The setup:
                                                                          012*034=8400,6300,0000,804000.  (408)
   - `/`: `E` if b is 0; else long division as taught at school: for each digit of a, the part of a brought down
     (X, `digits`+1 digits), its quotient digit q and q*b (`digits`+1 digits); then the quotient and the remainder.
-                                                                         123/007=1000,0,0000,2100,1,7000,3500,7,9400,71r4.
-    (123 = 17*7 + 4: bring down 1, 0 sevens; 12, 1 seven is 7; 53, 7 sevens are 49; quotient 17, remainder 4)
+    Each step is X q q*b `,` with no marks between them (every number units first, 4 digits at 3 digits):
+                                                                         123/007=100000000,210017000,350079400,710r400.
+    (123 = 17*7 + 4: X=1, q=0; X=12, q=1, 7; X=53, q=7, 49; then quotient 17 `r` remainder 4)
 - the loss counts everything after `=` (the work and the answer; the prompt's targets are -1, and so are those of
   the padding after `.`); only the answer is scored: exact match, and accuracy per answer digit;
 - answers are decoded greedily with `gpt.sample_stream` (`generate`'s tokens, with a cache).
