@@ -1,9 +1,12 @@
 """What the exercises share: their settings, read from their own top lines the way gpt.py reads its own."""
 import argparse
+import os
 import pathlib
 import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+import torch  # noqa: E402
+
 import gpt  # noqa: E402
 
 
@@ -22,3 +25,21 @@ def exercise_settings(path, values, argv, description, at_least_1=()):
         if getattr(c, name) < 1:
             p.error(f"--{name} must be 1 or more, not {getattr(c, name)}")
     return p, c
+
+
+def load_model(path, device, chars, build, what, script, defaults={}):
+    """The model an exercise saved at path (built by build(settings), its vocabulary chars) and its settings, with
+    defaults for settings older checkpoints lack; or a one-line error naming what it should hold and script."""
+    if not os.path.exists(path):
+        raise gpt.UserError(f"no checkpoint at {path}: train one first with `python exercises/{script}`")
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+        if ckpt['chars'] != chars:
+            raise ValueError('another vocabulary')
+        cfg = argparse.Namespace(**{**defaults, **ckpt['config']})
+        model = build(cfg)
+        model.load_state_dict(ckpt['model'])
+    except Exception:
+        raise gpt.UserError(f"{path} holds no {what}: train one with `python exercises/{script}`, "
+                            "or set --ckpt_path") from None
+    return model.to(device), cfg

@@ -20,8 +20,6 @@ on problems it never saw? The setup, as the exercise suggests:
 
 `python exercises/ex2_addition.py` trains and scores; `--eval` scores the saved checkpoint again on
 problems drawn with another `--seed`. Results: exercises/README.md."""
-import argparse
-import os
 import pathlib
 import sys
 import time
@@ -31,7 +29,7 @@ import torch.nn as nn
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import gpt  # noqa: E402
-from _shared import exercise_settings  # noqa: E402
+from _shared import exercise_settings, load_model  # noqa: E402
 
 # settings (each can be changed on the command line: --name=value)
 digits = 3             # digits of a and b: problems a+b= with a, b below 10**digits
@@ -149,20 +147,8 @@ def build(cfg):
 
 
 def load(path, device):
-    """The addition model saved at path and its settings, or a one-line error."""
-    if not os.path.exists(path):
-        raise gpt.UserError(f"no checkpoint at {path}: train one first with `python exercises/ex2_addition.py`")
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-        cfg = argparse.Namespace(**{'coupling': False, **ckpt['config']})  # older checkpoints: no coupling
-        if ckpt['chars'] != chars:
-            raise ValueError('not the addition vocabulary')
-        model = build(cfg)
-        model.load_state_dict(ckpt['model'])
-    except Exception:
-        raise gpt.UserError(f"{path} holds no addition model: train one with `python exercises/ex2_addition.py`, "
-                            "or set --ckpt_path") from None
-    return model.to(device), cfg
+    """The addition model saved at path and its settings, or a one-line error (older checkpoints: no coupling)."""
+    return load_model(path, device, chars, build, 'addition model', 'ex2_addition.py', {'coupling': False})
 
 
 def train(cfg):

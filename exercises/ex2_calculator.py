@@ -23,8 +23,6 @@ on problems it never saw? The setup:
 
 `python exercises/ex2_calculator.py` trains and scores every operation on held-out problems; `--eval` scores the
 saved checkpoint again; `--ask=123*456` shows the model's work and answer. Results: exercises/README.md."""
-import argparse
-import os
 import pathlib
 import re
 import sys
@@ -34,7 +32,7 @@ import torch
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import gpt  # noqa: E402
 import ex2_addition as addition  # noqa: E402
-from _shared import exercise_settings  # noqa: E402
+from _shared import exercise_settings, load_model  # noqa: E402
 
 # settings (each can be changed on the command line: --name=value)
 digits = 3             # operands have 1 to this many digits
@@ -220,19 +218,7 @@ def build(cfg):
 
 def load(path, device):
     """The calculator saved at path and its settings, or a one-line error."""
-    if not os.path.exists(path):
-        raise gpt.UserError(f"no checkpoint at {path}: train one first with `python exercises/ex2_calculator.py`")
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-        if ckpt['chars'] != chars:
-            raise ValueError('not the calculator vocabulary')
-        cfg = argparse.Namespace(**ckpt['config'])
-        model = build(cfg)
-        model.load_state_dict(ckpt['model'])
-    except Exception:
-        raise gpt.UserError(f"{path} holds no calculator: train one with `python exercises/ex2_calculator.py`, "
-                            "or set --ckpt_path") from None
-    return model.to(device), cfg
+    return load_model(path, device, chars, build, 'calculator', 'ex2_calculator.py')
 
 
 def main(argv=None):
