@@ -129,7 +129,8 @@ def run(changes, seed, seconds, c, chars, splits):
 
 
 def newton_schulz_cost(chars, c):
-    """Milliseconds of Muon's orthogonalisation per step at the CPU settings, and of a whole Muon step."""
+    """Milliseconds of Muon's orthogonalisation per step at the CPU settings: every block matrix's update, one
+    batch per shape, as Muon.step does it."""
     cfg = settings((), c)
     model = build((), len(chars), cfg)
     shapes = {p.shape for p in model.blocks.parameters() if p.ndim == 2}
