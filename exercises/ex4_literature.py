@@ -139,11 +139,12 @@ class Muon(torch.optim.Optimizer):
     """Muon for the blocks' 2-D weights, AdamW (PyTorch's defaults, as gpt.py's) for every other parameter.
 
     gpt.train sets each group's 'lr' from its schedule; the Muon group scales it by muon_lr / learning_rate."""
-    def __init__(self, model, lr, muon_lr, momentum=0.95, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
+    def __init__(self, model, lr, muon_lr, momentum=0.95, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, ns_steps=5):
         matrices = [p for p in model.blocks.parameters() if p.ndim == 2]
         others = [p for p in model.parameters() if all(p is not m for m in matrices)]
         super().__init__([dict(params=matrices, muon=True, scale=muon_lr / lr), dict(params=others, muon=False, scale=1.0)],
                          dict(lr=lr, momentum=momentum, betas=betas, eps=eps, weight_decay=weight_decay))
+        self.ns_steps = ns_steps  # Newton-Schulz iterations per update
 
     @torch.no_grad()
     def step(self):
@@ -156,7 +157,7 @@ class Muon(torch.optim.Optimizer):
                     bufs = [self.state[p].setdefault('momentum', torch.zeros_like(p)) for p in same]
                     torch._foreach_mul_(bufs, mu)
                     torch._foreach_add_(bufs, [p.grad for p in same])
-                    update = orthogonalize(torch.stack([p.grad + mu * buf for p, buf in zip(same, bufs)]))
+                    update = orthogonalize(torch.stack([p.grad + mu * buf for p, buf in zip(same, bufs)]), self.ns_steps)
                     torch._foreach_add_(same, list(update.unbind(0)), alpha=-lr * max(1.0, shape[0] / shape[1]) ** 0.5)
                 continue
             for p in params:

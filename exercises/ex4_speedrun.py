@@ -24,6 +24,14 @@ The changes (--record lists them in order; each name once):
 - lr2x: both learning rates doubled
 - batch32: 32 sequences a step instead of 16, more characters a second on two cores
 - wide: n_embd 192, 6 heads of 32 (the same 2 layers)
+- vembed: value embeddings: every block gets its own token table whose rows are added to the attention's values
+  (modded-nanogpt; trained by AdamW, as the other embeddings)
+- ns3: Muon's Newton-Schulz iteration with 3 steps instead of 5 (cheaper, a rougher orthogonalisation)
+- bsched: a batch-size schedule: half the batch for the first third of the budget, the batch, then double it for
+  the last third
+- ctxsched: a context schedule: sequences of 32 characters for the first half of the budget, then 64
+Untied embeddings, also on modded-nanogpt's list, are gpt.py's own: its lm_head has weights of its own (tying them
+costs val loss: ex4_literature.py's tie row).
 
 `python exercises/ex4_speedrun.py` runs the table; the results are in exercises/README.md."""
 import argparse
@@ -35,6 +43,7 @@ import time
 
 import torch
 import torch.nn as nn
+from torch.nn import functional as F
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import gpt  # noqa: E402
@@ -42,7 +51,7 @@ import ex4_literature as literature  # noqa: E402
 from _shared import exercise_settings  # noqa: E402
 
 # settings (each can be changed on the command line: --name=value)
-record = 'clock,muon,relu2,zeroinit,softcap,wsd,lr2x,batch32,wide'  # the changes, each added to the rows above
+record = 'clock,muon,batch32,wsd,relu2,zeroinit,softcap,vembed,ns3,bsched,ctxsched,wide'  # each added to the rows above
 seeds = '1337,42,7'       # comma-separated random seeds: every row once per seed
 budget = 0.0              # seconds of training per run; 0: the seed's `python gpt.py` training time, measured first
 baseline_iters = 8000     # the steps of the `python gpt.py` run that sets the budget (its CPU setting)
@@ -51,7 +60,8 @@ target = 1.89             # report the time to the first val loss at or below th
 device = 'cpu'            # the CPU run is the one to beat ('cuda' and 'mps' run the same small models)
 input_file = 'input.txt'  # tiny Shakespeare (downloaded if this is missing)
 
-CHANGES = ('clock', 'muon', 'relu2', 'zeroinit', 'softcap', 'wsd', 'lr2x', 'batch32', 'wide')
+CHANGES = ('clock', 'muon', 'relu2', 'zeroinit', 'softcap', 'wsd', 'lr2x', 'batch32', 'wide', 'vembed', 'ns3', 'bsched',
+           'ctxsched')
 
 
 class SoftCap(nn.Module):
@@ -74,9 +84,38 @@ def settings(changes, c):
     return cfg
 
 
+class ValueEmbedAttention(gpt.MultiHeadAttention):
+    """gpt.MultiHeadAttention whose values get ve (B,T,n_embd) added, head by head: a token's own identity reaches
+    every block's values directly, not only through the residual stream. The model sets ve before each forward."""
+    ve = None
+
+    def forward(self, x):
+        B, T, C = x.shape
+        w = torch.cat([torch.cat([h.query.weight, h.key.weight, h.value.weight]) for h in self.heads])
+        q, k, v = F.linear(x, w).view(B, T, len(self.heads), 3, -1).permute(3, 0, 2, 1, 4)  # (B,nh,T,hs) each
+        v = v + self.ve.view(B, T, len(self.heads), -1).transpose(1, 2)
+        return self.proj(self.heads[0].attend(q, k, v).transpose(1, 2).reshape(B, T, -1))
+
+
+def add_value_embeddings(model, vocab_size, cfg):
+    """vembed: a token table per block, outside model.blocks (so Muon leaves it to AdamW), looked up before each
+    forward and handed to that block's attention."""
+    for block in model.blocks:
+        block.sa = ValueEmbedAttention(cfg.n_embd, cfg.n_head, cfg.block_size, 0.0)
+    model.value_embeds = nn.ModuleList(nn.Embedding(vocab_size, cfg.n_embd) for _ in model.blocks)
+    model.apply(model._init_weights)
+
+    def look_up(model, args):
+        for block, table in zip(model.blocks, model.value_embeds):
+            block.sa.ve = table(args[0])
+    model.register_forward_pre_hook(look_up)
+
+
 def build(changes, vocab_size, cfg):
     """gpt.py's model (through ex4_literature.build) with the model changes among changes."""
     model = literature.build('relu2' if 'relu2' in changes else 'baseline', vocab_size, cfg)
+    if 'vembed' in changes:
+        add_value_embeddings(model, vocab_size, cfg)
     if 'zeroinit' in changes:
         for block in model.blocks:
             nn.init.zeros_(block.sa.proj.weight)
@@ -95,6 +134,12 @@ def lr_factor(frac, changes, warmup):
     return 0.1 + 0.45 * (1 + math.cos(math.pi * (frac - warmup) / (1 - warmup)))  # gpt.py's cosine to a tenth
 
 
+def batch_shape(frac, changes, cfg):
+    """(sequences, characters each) of the batch at this fraction of the budget."""
+    batch = cfg.batch_size * ((1 / 2, 1, 2)[min(2, int(frac * 3))] if 'bsched' in changes else 1)
+    return int(batch), cfg.block_size // 2 if 'ctxsched' in changes and frac < 0.5 else cfg.block_size
+
+
 def run(changes, seed, seconds, c, chars, splits):
     """Train for `seconds` on a clock that stops while evaluating: (final val loss, steps, seconds to the target or
     None, [(clock, val loss)])."""
@@ -103,7 +148,8 @@ def run(changes, seed, seconds, c, chars, splits):
     model = build(changes, len(chars), cfg).to(c.device)
     lr = cfg.learning_rate * (2 if 'lr2x' in changes else 1)
     if 'muon' in changes:
-        optimizer = literature.Muon(model, lr, literature.muon_lr * (2 if 'lr2x' in changes else 1))
+        optimizer = literature.Muon(model, lr, literature.muon_lr * (2 if 'lr2x' in changes else 1),
+                                    ns_steps=3 if 'ns3' in changes else 5)
     else:
         optimizer = gpt.adamw(model.parameters(), lr, c.device)
     peaks = [g['lr'] for g in optimizer.param_groups]
@@ -116,7 +162,7 @@ def run(changes, seed, seconds, c, chars, splits):
         start = time.perf_counter()
         for group, peak in zip(optimizer.param_groups, peaks):
             group['lr'] = peak * lr_factor(clock / seconds, changes, warmup)
-        x, y = gpt.get_batch(splits['train'], cfg.batch_size, cfg.block_size, c.device)
+        x, y = gpt.get_batch(splits['train'], *batch_shape(clock / seconds, changes, cfg), c.device)
         with gpt.autocast(c.device):
             _, loss = model(x, y)
         optimizer.zero_grad(set_to_none=True)
@@ -128,18 +174,18 @@ def run(changes, seed, seconds, c, chars, splits):
     return history[-1][1], steps, next((s for s, v in history if v <= c.target), None), history
 
 
-def newton_schulz_cost(chars, c):
-    """Milliseconds of Muon's orthogonalisation per step at the CPU settings: every block matrix's update, one
-    batch per shape, as Muon.step does it."""
+def newton_schulz_cost(chars, c, steps=5):
+    """Milliseconds of Muon's orthogonalisation (with this many Newton-Schulz steps) per step at the CPU settings:
+    every block matrix's update, one batch per shape, as Muon.step does it."""
     cfg = settings((), c)
     model = build((), len(chars), cfg)
     shapes = {p.shape for p in model.blocks.parameters() if p.ndim == 2}
     grads = {s: torch.randn(sum(p.shape == s for p in model.blocks.parameters()), *s) for s in shapes}
     for _ in range(3):
-        [literature.orthogonalize(g) for g in grads.values()]
+        [literature.orthogonalize(g, steps) for g in grads.values()]
     start = time.perf_counter()
     for _ in range(50):
-        [literature.orthogonalize(g) for g in grads.values()]
+        [literature.orthogonalize(g, steps) for g in grads.values()]
     return (time.perf_counter() - start) / 50 * 1000
 
 
@@ -161,8 +207,9 @@ def main(argv=None):
         print(f"python gpt.py, seed {seed}: best val {best:.4f} in {seconds:.1f}s; val <= {c.target} at "
               f"{'never' if reached is None else f'{reached:.0f}s'}", flush=True)
     if 'muon' in names:
-        print(f"Muon's Newton-Schulz iteration: {newton_schulz_cost(chars, c):.1f} ms a step; a step of gpt.py's run "
-              f"with its evaluations: {statistics.mean(b[1] for b in base.values()) / c.baseline_iters * 1000:.1f} ms", flush=True)
+        print(f"Muon's Newton-Schulz iteration: {newton_schulz_cost(chars, c):.1f} ms a step with 5 steps, "
+              f"{newton_schulz_cost(chars, c, 3):.1f} ms with 3; a step of gpt.py's run with its evaluations: "
+              f"{statistics.mean(b[1] for b in base.values()) / c.baseline_iters * 1000:.1f} ms", flush=True)
     rows = [('python gpt.py', (), [(b[0], c.baseline_iters, b[2]) for b in base.values()], True)]
     kept = ()
     for name in names:

@@ -170,6 +170,16 @@ def test_every_speedrun_change_together_keeps_the_model_causal_and_trains_on_its
     assert torch.allclose(model(x)[0][:, :40], model(y)[0][:, :40], atol=1e-5)
     assert not torch.allclose(model(x)[0][:, 40:], model(y)[0][:, 40:])
     assert model(x)[0].abs().max() <= 15  # soft-capped logits
+    z = torch.randint(1, 65, (2, 64))
+    z[0, 5] = 0  # character 0 only here
+    before = model(z)[0]
+    model.value_embeds[1].weight.data[0] += 1.0  # its value row in the last block: seen from position 5 on
+    after = model(z)[0]
+    assert torch.equal(before[1], after[1]) and torch.equal(before[0, :5], after[0, :5])
+    assert not torch.allclose(before[0, 5:], after[0, 5:])
+    opt = ex4.Muon(model, 3e-3, 0.02, ns_steps=3)
+    muon = {id(p) for p in opt.param_groups[0]['params']}
+    assert opt.ns_steps == 3 and not muon & {id(p) for p in model.value_embeds.parameters()}  # tables: AdamW's
 
 
 def test_speedrun_schedules_and_table(capsys):
@@ -177,6 +187,10 @@ def test_speedrun_schedules_and_table(capsys):
     assert speedrun.lr_factor(0.0, (), warm) < 0.01 and speedrun.lr_factor(warm, (), warm) == pytest.approx(1.0)
     assert speedrun.lr_factor(0.999, (), warm) == pytest.approx(0.1, abs=1e-3)  # gpt.py's cosine to a tenth
     assert speedrun.lr_factor(0.5, ('wsd',), warm) == 1.0 and speedrun.lr_factor(0.8, ('wsd',), warm) == pytest.approx(0.5)
+    cfg = argparse.Namespace(batch_size=32, block_size=64)
+    shapes = [speedrun.batch_shape(f, ('bsched', 'ctxsched'), cfg) for f in (0.0, 0.34, 0.49, 0.5, 0.7, 1.0)]
+    assert shapes == [(16, 32), (32, 32), (32, 32), (32, 64), (64, 64), (64, 64)]
+    assert speedrun.batch_shape(0.1, (), cfg) == (32, 64)
     rows = speedrun.main(['--record=clock,relu2', '--seeds=1', '--budget=1', '--baseline_iters=20', '--evals=2',
                           f'--input_file={DATA}', '--target=9'])
     out = capsys.readouterr().out
