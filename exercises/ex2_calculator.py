@@ -9,7 +9,10 @@ on problems it never saw? The setup:
 - every row is `aaa?bbb=` (operands zero-padded), then the work, then the answer, then `.`; answers are written
   units first, as in the addition exercise, so each digit depends on digits already written:
   - `+`: the sum, `digits`+1 digits.                                      123+045=8610.  (168)
-  - `-`: the sign, then |a-b|, `digits` digits.                           045-123=-870.  (-78)
+  - `-`: a chain of thought first: a and b compared digit by digit from the top, one mark per digit: `=` while
+    they are equal so far, then `<` or `>` from the first digit that differs on (each mark needs only the mark
+    before it and one pair of digits); then the sign, then |a-b|, `digits` digits.
+                                                                         045-123=<<<-870.  (-78)
   - `*`: a chain of thought first: a times each digit of b, units first, then the product, 2*`digits` digits.
                                                                          012*034=8400,6300,0000,804000.  (408)
   - `/`: `E` if b is 0; else long division as taught at school: for each digit of a, the part of a brought down
@@ -53,7 +56,7 @@ ckpt_path = 'calculator.pt'  # where the trained model is saved
 eval = False           # only score the model at ckpt_path on eval_problems held-out problems per operation
 ask = ''               # show the saved model's work and answer for one problem, like --ask=123*456
 
-chars = '0123456789+-*/=,rE.'  # the vocabulary: digit d is token d
+chars = '0123456789+-*/=,rE.<>'  # the vocabulary: digit d is token d
 END = chars.index('.')
 
 
@@ -83,9 +86,15 @@ def work(op, a, b, digits):
     n = len(a)
     if op == '+':
         return torch.cat([units_first(a + b, digits + 1), token('.', n)], 1)
-    if op == '-':
-        return torch.cat([torch.where(a < b, chars.index('-'), chars.index('+'))[:, None],
-                          units_first((a - b).abs(), digits), token('.', n)], 1)
+    if op == '-':  # the comparison's marks from the top digit down, then the sign and |a-b|
+        marks, mark = [], torch.full((n,), chars.index('='))
+        for i in range(digits - 1, -1, -1):
+            da, db = a // 10 ** i % 10, b // 10 ** i % 10
+            here = torch.where(da < db, chars.index('<'), torch.where(da > db, chars.index('>'), chars.index('=')))
+            mark = torch.where(mark == chars.index('='), here, mark)
+            marks.append(mark[:, None])
+        return torch.cat(marks + [torch.where(a < b, chars.index('-'), chars.index('+'))[:, None],
+                                  units_first((a - b).abs(), digits), token('.', n)], 1)
     if op == '*':  # a times each digit of b (units first), then the product
         partial = [torch.cat([units_first(a * (b // 10 ** j % 10), digits + 1), token(',', n)], 1) for j in range(digits)]
         return torch.cat(partial + [units_first(a * b, 2 * digits), token('.', n)], 1)
@@ -116,7 +125,7 @@ def length(op, digits):
 
 def answer_span(op, digits):
     """Where the answer sits among the tokens after `=`: the answer is what follows the work, `.` included."""
-    return {'+': slice(0, digits + 2), '-': slice(0, digits + 2), '*': slice(-(2 * digits + 1), None),
+    return {'+': slice(0, digits + 2), '-': slice(digits, None), '*': slice(-(2 * digits + 1), None),
             '/': slice(-(2 * digits + 2), None)}[op]
 
 

@@ -26,8 +26,10 @@ def row(op, a, b, digits=3):
 
 def test_each_operation_writes_its_work_and_answer_units_first():
     assert row('+', 123, 45) == '123+045=8610.'
-    assert row('-', 45, 123) == '045-123=-870.' and row('-', 123, 45) == '123-045=+870.'
-    assert row('-', 7, 7) == '007-007=+000.'
+    # a and b compared from the top digit: = while equal, then the first difference's < or >; the sign; |a-b|
+    assert row('-', 45, 123) == '045-123=<<<-870.' and row('-', 123, 45) == '123-045=>>>+870.'
+    assert row('-', 7, 7) == '007-007====+000.' and row('-', 26, 34) == '026-034==<<-800.'
+    assert row('-', 239, 231) == '239-231===>+800.'
     # 12*34: 12*4 = 48, 12*3 = 36, 12*0 = 0, then 408
     assert row('*', 12, 34) == '012*034=8400,6300,0000,804000.'
     # 123/7: bring down 1, 0 sevens; 12, one seven (7); 53, seven sevens (49); quotient 17, remainder 4
@@ -52,6 +54,12 @@ def test_the_answer_read_off_after_the_work_is_the_arithmetic(op):
         for j in range(3):
             part = work[:, 5 * j:5 * j + 4]
             assert torch.equal((part * 10 ** torch.arange(4)).sum(1), a * (b // 10 ** j % 10))
+    if op == '-':  # the work: the marks say how a and b compare, looking at their top digits so far
+        for i in range(3):
+            top_a, top_b = a // 10 ** (2 - i), b // 10 ** (2 - i)
+            want = torch.where(top_a < top_b, calc.chars.index('<'), torch.where(top_a > top_b, calc.chars.index('>'),
+                                                                                calc.chars.index('=')))
+            assert torch.equal(work[:, i], want)
     if op == '/':  # the work: each quotient digit times b never exceeds the part brought down, and the rest < b
         nonzero = b > 0
         for i in range(3):
@@ -105,7 +113,7 @@ def test_a_tiny_calculator_learns_one_digit_addition_and_subtraction_and_answers
         exact, _, whole = calc.score(model, op, a[seen], b[seen], 1, 'cpu')
         assert exact == 1.0 and whole.all(), (op, exact)
     calc.main(['--ask=7-9', '--device=cpu', f'--ckpt_path={ckpt}'])
-    assert capsys.readouterr().out == 'the model writes: 7-9=-2.\nits answer: 7 - 9 = -2\n'
+    assert capsys.readouterr().out == 'the model writes: 7-9=<-2.\nits answer: 7 - 9 = -2\n'
     with pytest.raises(gpt.UserError, match=r"--ask='7\*9' is not a problem this model knows"):
         calc.main(['--ask=7*9', '--device=cpu', f'--ckpt_path={ckpt}'])
 
