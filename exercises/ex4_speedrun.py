@@ -23,7 +23,6 @@ The changes (--record lists them in order; each name once):
 - wsd: warmup, then a constant learning rate, then a linear decay to zero over the last 40% (warmup-stable-decay)
 - lr2x: both learning rates doubled
 - batch32: 32 sequences a step instead of 16, more characters a second on two cores
-- wide: n_embd 192, 6 heads of 32 (the same 2 layers)
 - vembed: value embeddings: every block gets its own token table whose rows are added to the attention's values
   (modded-nanogpt; trained by AdamW, as the other embeddings)
 - ns3: Muon's Newton-Schulz iteration with 3 steps instead of 5 (cheaper, a rougher orthogonalisation)
@@ -51,7 +50,7 @@ import ex4_literature as literature  # noqa: E402
 from _shared import exercise_settings  # noqa: E402
 
 # settings (each can be changed on the command line: --name=value)
-record = 'clock,muon,batch32,wsd,relu2,zeroinit,softcap,vembed,ns3,bsched,ctxsched,wide'  # each added to the rows above
+record = 'clock,muon,batch32,wsd,relu2,zeroinit,softcap,vembed,ns3,bsched,ctxsched'  # each added to the rows above
 seeds = '1337,42,7'       # comma-separated random seeds: every row once per seed
 budget = 0.0              # seconds of training per run; 0: the seed's `python gpt.py` training time, measured first
 baseline_iters = 8000     # the steps of the `python gpt.py` run that sets the budget (its CPU setting)
@@ -60,8 +59,7 @@ target = 1.89             # report the time to the first val loss at or below th
 device = 'cpu'            # the CPU run is the one to beat ('cuda' and 'mps' run the same small models)
 input_file = 'input.txt'  # tiny Shakespeare (downloaded if this is missing)
 
-CHANGES = ('clock', 'muon', 'relu2', 'zeroinit', 'softcap', 'wsd', 'lr2x', 'batch32', 'wide', 'vembed', 'ns3', 'bsched',
-           'ctxsched')
+CHANGES = ('clock', 'muon', 'relu2', 'zeroinit', 'softcap', 'wsd', 'lr2x', 'batch32', 'vembed', 'ns3', 'bsched', 'ctxsched')
 
 
 class SoftCap(nn.Module):
@@ -75,12 +73,10 @@ class SoftCap(nn.Module):
 
 
 def settings(changes, c):
-    """gpt.py's CPU settings with the shape changes (batch32, wide) applied."""
+    """gpt.py's CPU settings, with batch32's batch."""
     cfg = gpt.parse_config([f'--device={c.device}', '--settings=cpu', f'--input_file={c.input_file}'])
     if 'batch32' in changes:
         cfg.batch_size = 32
-    if 'wide' in changes:
-        cfg.n_embd, cfg.n_head = 192, 6
     return cfg
 
 

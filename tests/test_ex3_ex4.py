@@ -158,7 +158,7 @@ def test_every_speedrun_change_together_keeps_the_model_causal_and_trains_on_its
     assert history[0][0] == 0 and len(history) == 4 and 3.0 <= history[-1][0] < took  # evaluations off the clock
     assert history[0][1] > 4.0 and val < 3.0 and reached is not None, history  # 4.17 at the start: it learns
     cfg = speedrun.settings(every, c)
-    assert (cfg.batch_size, cfg.n_embd, cfg.n_head) == (32, 192, 6)
+    assert (cfg.batch_size, cfg.n_embd, cfg.n_head) == (32, 128, 4)
     torch.manual_seed(0)
     model = speedrun.build(every, 65, cfg)
     assert all((b.sa.proj.weight == 0).all() and (b.ffwd.net[2].weight == 0).all() for b in model.blocks)
