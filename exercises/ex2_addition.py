@@ -17,6 +17,8 @@ on problems it never saw? The setup, as the exercise suggests:
   Learned positions alone must discover, place by place, which 2 of 20 digits to add and which 2 give the carry;
   with coupling, those digits carry the answer position's own marks. The model is still `gpt.py`'s
   GPTLanguageModel, with `PlaceMarks` as its position table.
+- --short=0.5 (with --coupling, for 10 digits) cuts half of the training operands to their last 1 to `digits` digits:
+  a place where one digit is 0 teaches its answer position where to look (`cut`); held-out problems stay whole.
 
 `python exercises/ex2_addition.py` trains and scores; `--eval` scores the saved checkpoint again on
 problems drawn with another `--seed`. Results: exercises/README.md."""
@@ -48,6 +50,7 @@ device = 'auto'        # 'cuda', 'mps' or 'cpu'; 'auto' takes the first one avai
 ckpt_path = 'addition.pt'  # where the trained model is saved
 eval = False           # only score the model at ckpt_path on eval_problems held-out problems
 coupling = False       # position coupling: positions marked by the digit place they read or predict, and their carry's
+short = 0.0            # share of training operands cut to a random count of digits (held-out ones stay whole)
 
 chars = '0123456789+='  # the vocabulary: digit d is token d
 
@@ -82,10 +85,22 @@ def encode(a, b, digits):
                       (a + b)[:, None] // little % 10], dim=1)
 
 
-def get_batch(n, digits, generator, device, testing=False):
+def cut(digits, short):
+    """numbers for draw: uniform below 10**digits, but each cut, with probability short, to its last 1 to digits
+    digits (the count uniform). A place where b's digit is 0 has an answer digit that follows a's alone: a signal
+    that leads the answer's position to the digits of its place. With both digits random, neither one alone says
+    anything about the answer digit, so the place can sit at chance (10%) for thousands of steps."""
+    def numbers(shape, generator):
+        x = torch.randint(10**digits, shape, generator=generator)
+        count = torch.randint(1, digits + 1, shape, generator=generator)
+        return torch.where(torch.rand(shape, generator=generator) < short, x % 10**count, x)
+    return numbers
+
+
+def get_batch(n, digits, generator, device, testing=False, short=0.0):
     """Inputs x and targets y (x shifted by one), with -1 as the target wherever the next token is
-    still part of the prompt: only the answer's digits are learned."""
-    rows = encode(*draw(n, digits, generator, testing), digits)
+    still part of the prompt: only the answer's digits are learned. short: see cut."""
+    rows = encode(*draw(n, digits, generator, testing, cut(digits, short) if short else None), digits)
     x, y = rows[:, :-1], rows[:, 1:].clone()
     y[:, :2 * digits + 1] = -1  # targets up to `=` are prompt; from there on, the answer
     return x.to(device), y.to(device)
@@ -160,7 +175,7 @@ def train(cfg):
     print(f"{sum(p.numel() for p in model.parameters()):,} parameters; training on {cfg.digits}-digit problems"
           f"{', position coupling' if cfg.coupling else ''}")
     look = lambda: f"{score(model, *draw(1000, cfg.digits, g_val, testing=True), cfg.digits, cfg.device)[0]:.1%}"
-    seconds, loss = fit(model, cfg, lambda: get_batch(cfg.batch_size, cfg.digits, g, cfg.device), look)
+    seconds, loss = fit(model, cfg, lambda: get_batch(cfg.batch_size, cfg.digits, g, cfg.device, short=cfg.short), look)
     gpt.save_checkpoint(cfg.ckpt_path, model, chars, cfg, cfg.max_iters, loss)
     print(f"saved to {cfg.ckpt_path}")
     return model, seconds
@@ -198,6 +213,8 @@ def main(argv=None):
         p.error(f"--digits must be 12 or fewer, not {cfg.digits}: the held-out rule's hash must fit in 64-bit integers")
     if not 0 < cfg.learning_rate < float('inf') or cfg.warmup_iters < 0:
         p.error("--learning_rate must be above 0 and finite, and --warmup_iters 0 or more")
+    if not 0 <= cfg.short <= 1:
+        p.error(f"--short must be a share from 0 to 1, like 0.5, not {cfg.short}")
     if cfg.n_embd % cfg.n_head:
         p.error(f"n_embd ({cfg.n_embd}) must be divisible by n_head ({cfg.n_head}): each head gets n_embd // n_head")
     if cfg.eval:

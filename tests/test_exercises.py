@@ -164,6 +164,23 @@ def test_held_out_problems_are_never_drawn_for_training():
     assert not ex2.held_out((x[:, 0:3] * places).sum(1), (x[:, 4:7] * places).sum(1)).any()
 
 
+def test_short_cuts_training_operands_to_random_lengths_and_leaves_held_out_ones_whole(capsys):
+    g = torch.Generator().manual_seed(0)
+    places = 10 ** torch.arange(9, -1, -1)
+    for short, low, high in (0.5, 0.2, 0.3), (0.0, 0.0, 0.01):
+        x, _ = ex2.get_batch(4000, 10, g, 'cpu', short=short)
+        assert not ex2.held_out((x[:, :10] * places).sum(1), (x[:, 11:21] * places).sum(1)).any()
+        leading = (x[:, :10] == 0).long().cumprod(1).sum(1)  # a's leading zeros
+        # half of the operands cut, to 1-10 digits: about a quarter have 5 or more leading zeros (whole ones: 1e-5)
+        assert low <= (leading >= 5).float().mean() < high
+    a, b = ex2.draw(500, 10, g, testing=True)  # what report scores: whole 10-digit problems, never cut
+    assert ((a < 10**5) | (b < 10**5)).float().mean() < 0.01
+    with pytest.raises(SystemExit) as exit:
+        ex2.main(['--short=2'])
+    assert exit.value.code == 2 and capsys.readouterr().err == (
+        'ex2_addition.py: error: --short must be a share from 0 to 1, like 0.5, not 2.0; --help lists every setting\n')
+
+
 def test_a_tiny_gpt_learns_two_digit_addition_and_eval_mode_scores_it(tmp_path):
     """Two digits, not one: 1-digit addition has 100 problems, and its 5% held out are a handful of table
     entries that nothing in the other 95 determines; with two digits the held-out ones need the rule."""
