@@ -52,7 +52,8 @@ eval = False           # only score the model at ckpt_path on eval_problems held
 coupling = False       # position coupling: positions marked by the digit place they read or predict, and their carry's
 short = 0.0            # share of training operands cut to a random count of digits (held-out ones stay whole)
 
-chars = '0123456789+='  # the vocabulary: digit d is token d
+# the vocabulary: digit d is token d (not a setting: no comment on its line)
+chars = '0123456789+='
 
 
 def held_out(a, b):

@@ -56,7 +56,8 @@ ckpt_path = 'calculator.pt'  # where the trained model is saved
 eval = False           # only score the model at ckpt_path on eval_problems held-out problems per operation
 ask = ''               # show the saved model's work and answer for one problem, like --ask=123*456
 
-chars = '0123456789+-*/=,rE.<>'  # the vocabulary: digit d is token d
+# the vocabulary: digit d is token d (not a setting: no comment on its line)
+chars = '0123456789+-*/=,rE.<>'
 END = chars.index('.')
 
 

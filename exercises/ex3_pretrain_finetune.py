@@ -59,7 +59,8 @@ device = 'cpu'            # 'cuda', 'mps' or 'cpu' (the model is gpt.py's CPU on
 input_file = 'input.txt'  # tiny Shakespeare (downloaded if this is missing)
 
 PACKAGES = ['bible-kjv', 'bible-kjv-text', 'dict-gcide', 'dict-devil', 'r-cran-janeaustenr']
-OVERLAP = 50  # a shared string this long counts as overlap with tiny Shakespeare
+# a shared string this long counts as overlap with tiny Shakespeare (not a setting: no comment on its line)
+OVERLAP = 50
 
 
 # ----------------------------------------------------------------------------- the corpus

@@ -123,6 +123,7 @@ def test_a_tiny_calculator_learns_one_digit_addition_and_subtraction_and_answers
     (['--ops=++'], ['--ops']),
     (['--digits=7'], ['--digits']),
     (['--learning_rate=0'], ['--learning_rate']),
+    (['--chars=abc'], ['unrecognized arguments: --chars=abc']),  # the vocabulary is not a setting
 ])
 def test_calculator_settings_errors(args, words, capsys):
     with pytest.raises(SystemExit) as exit:
