@@ -176,15 +176,17 @@ def train(cfg):
     print(f"{sum(p.numel() for p in model.parameters()):,} parameters; training on {cfg.digits}-digit problems"
           f"{', position coupling' if cfg.coupling else ''}")
     look = lambda: f"{score(model, *draw(1000, cfg.digits, g_val, testing=True), cfg.digits, cfg.device)[0]:.1%}"
-    seconds, loss = fit(model, cfg, lambda: get_batch(cfg.batch_size, cfg.digits, g, cfg.device, short=cfg.short), look)
+    seconds, loss = fit(model, cfg, lambda: [get_batch(cfg.batch_size, cfg.digits, g, cfg.device, short=cfg.short)],
+                        look)
     gpt.save_checkpoint(cfg.ckpt_path, model, chars, cfg, cfg.max_iters, loss)
     print(f"saved to {cfg.ckpt_path}")
     return model, seconds
 
 
 def fit(model, cfg, batch, look):
-    """cfg.max_iters AdamW steps on batch() (inputs, targets), gpt.py's schedule, printing look() (held-out exact
-    match) every eval_interval steps: (training seconds, last loss). The calculator trains with it too."""
+    """cfg.max_iters AdamW steps on batch(), a list of (inputs, targets) parts whose losses are averaged over all
+    their targets, on gpt.py's schedule, printing look() (held-out exact match) every eval_interval steps: (training
+    seconds, last loss). The calculator trains with it too, its long rows a part of their own."""
     optimizer = gpt.adamw(model.parameters(), cfg.learning_rate, cfg.device)
     start = time.time()
     for it in range(cfg.max_iters + 1):
@@ -195,9 +197,9 @@ def fit(model, cfg, batch, look):
             break
         for group in optimizer.param_groups:
             group['lr'] = gpt.get_lr(it, cfg)
-        x, y = batch()
         with gpt.autocast(cfg.device):
-            _, loss = model(x, y)
+            losses = [(model(x, y)[1], (y != -1).sum()) for x, y in batch()]
+        loss = sum(part * n for part, n in losses) / sum(n for _, n in losses)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -15,13 +15,20 @@ on problems it never saw? The setup:
                                                                          045-123=<<<-870.  (-78)
   - `*`: a chain of thought first: a times each digit of b, units first, then the product, 2*`digits` digits.
                                                                          012*034=8400,6300,0000,804000.  (408)
-  - `/`: `E` if b is 0; else long division as taught at school: for each digit of a, the part of a brought down
-    (X, `digits`+1 digits), its quotient digit q and q*b (`digits`+1 digits); then the quotient and the remainder.
-    Each step is X q q*b `,` with no marks between them (every number units first, 4 digits at 3 digits):
-                                                                         123/007=100000000,210017000,350079400,710r400.
-    (123 = 17*7 + 4: X=1, q=0; X=12, q=1, 7; X=53, q=7, 49; then quotient 17 `r` remainder 4)
+  - `/`: `E` if b is 0; else long division as taught at school, with a check after each guess: for each digit of
+    a, the part of a brought down (X, `digits`+1 digits), a guess g of its quotient digit, g*b, X-g*b and its mark,
+    then X-g*b-b and its mark (`-` where the subtraction, units first, borrowed past its top digit: the number is
+    below 0, written as 10**(`digits`+1) less its size; `+` where not). `-+` says g was one too many, `++` one too
+    few, `+-` right: the next part brought down and the quotient use the right digit. In training a fifth of the
+    guesses are made one off (and are not targets themselves), so the checks learn to correct the model's own
+    misses; then the quotient and the remainder. Each step is 20 tokens at 3 digits, every number units first:
+                                     123/007=1000000001000+4999-,2100170005000+8999-,3500794004000+7999-,710r400.
+    (123 = 17*7 + 4: X=1, g=0, 1-0=1 +, 1-7 below 0 -; X=12, g=1, 7, 5 +, 5-7 -; X=53, g=7, 49, 4 +, 4-7 -;
+    then quotient 17 `r` remainder 4)
 - the loss counts everything after `=` (the work and the answer; the prompt's targets are -1, and so are those of
   the padding after `.`); only the answer is scored: exact match, and accuracy per answer digit;
+- each training batch goes through the model in two parts, division's long rows and the other rows cut to the
+  longest of theirs, so a step does not pay for their padding;
 - answers are decoded greedily with `gpt.sample_stream` (`generate`'s tokens, with a cache).
 
 `python exercises/ex2_calculator.py` trains and scores every operation on held-out problems; `--eval` scores the
@@ -44,10 +51,12 @@ n_layer = 3            # transformer blocks
 n_head = 4             # attention heads per block
 n_embd = 128           # embedding dimension
 batch_size = 64        # problems per training step
-max_iters = 18000      # training steps
+max_iters = 16000      # training steps
 learning_rate = 2e-3   # AdamW's peak learning rate
 warmup_iters = 100     # steps of linear learning-rate warmup
 lr_decay = True        # cosine-decay the learning rate to a tenth of it by max_iters
+wrong_guesses = 0.2    # share of long division's steps trained with a guess one off (not learned), so the check
+                       # after each guess learns to correct it
 eval_interval = 1000   # score 250 held-out problems per operation every this many steps
 eval_problems = 10000  # held-out problems per operation scored at the end, and by --eval
 seed = 1337            # random seed for the model, the training problems and the held-out draw
@@ -82,8 +91,14 @@ def token(name, n):
     return torch.full((n, 1), chars.index(name))
 
 
-def work(op, a, b, digits):
-    """The tokens after `=` for problems a op b, answer included, then `.`: (n, length) for this op and digits."""
+def sign(x):
+    """`-` where x is below 0 (the subtraction, written units first, borrowed past its top digit), else `+`."""
+    return torch.where(x < 0, chars.index('-'), chars.index('+'))[:, None]
+
+
+def work(op, a, b, digits, nudge=None):
+    """The tokens after `=` for problems a op b, answer included, then `.`: (n, length) for this op and digits.
+    nudge (n, digits) of -1, 0 or 1, for training: long division's guesses made that far off (kept within 0..9)."""
     n = len(a)
     if op == '+':
         return torch.cat([units_first(a + b, digits + 1), token('.', n)], 1)
@@ -94,17 +109,21 @@ def work(op, a, b, digits):
             here = torch.where(da < db, chars.index('<'), torch.where(da > db, chars.index('>'), chars.index('=')))
             mark = torch.where(mark == chars.index('='), here, mark)
             marks.append(mark[:, None])
-        return torch.cat(marks + [torch.where(a < b, chars.index('-'), chars.index('+'))[:, None],
-                                  units_first((a - b).abs(), digits), token('.', n)], 1)
+        return torch.cat(marks + [sign(a - b), units_first((a - b).abs(), digits), token('.', n)], 1)
     if op == '*':  # a times each digit of b (units first), then the product
         partial = [torch.cat([units_first(a * (b // 10 ** j % 10), digits + 1), token(',', n)], 1) for j in range(digits)]
         return torch.cat(partial + [units_first(a * b, 2 * digits), token('.', n)], 1)
-    steps, rest, safe = [], torch.zeros_like(a), b.clamp(min=1)  # '/': long division, a's digits from the left
-    for i in range(digits - 1, -1, -1):
+    steps, rest, safe, width = [], torch.zeros_like(a), b.clamp(min=1), digits + 1  # '/': long division
+    for s, i in enumerate(range(digits - 1, -1, -1)):  # a's digits from the left
         x = rest * 10 + a // 10 ** i % 10  # the remainder so far, with a's next digit brought down
         q = x // safe
+        guess = q if nudge is None else (q + nudge[:, s]).clamp(0, 9)
+        below = x - guess * safe  # x less guess*b: under 0 if the guess was too big
+        over = below % 10 ** width - safe  # that less b: 0 or more if the guess was too small
+        steps += [units_first(x, width), guess[:, None], units_first(guess * safe, width),
+                  units_first(below % 10 ** width, width), sign(below), units_first(over % 10 ** width, width),
+                  sign(over), token(',', n)]
         rest = x - q * safe
-        steps += [units_first(x, digits + 1), q[:, None], units_first(q * safe, digits + 1), token(',', n)]
     rows = torch.cat(steps + [units_first(a // safe, digits), token('r', n), units_first(a % safe, digits),
                               token('.', n)], 1)
     zero = torch.cat([token('E', n), token('.', n)], 1)  # division by zero: the answer E, then the end
@@ -130,6 +149,11 @@ def answer_span(op, digits):
             '/': slice(-(2 * digits + 2), None)}[op]
 
 
+def guess_columns(digits):
+    """Where long division's guesses sit among the tokens after `=`: one per step of 4 * (digits + 1) + 4 tokens."""
+    return torch.arange(digits) * (4 * digits + 8) + digits + 1
+
+
 def block_size(cfg):
     return 2 * cfg.digits + 1 + max(length(op, cfg.digits) for op in cfg.ops)  # the longest row less its last token
 
@@ -144,14 +168,26 @@ def get_batch(n, cfg, generator, device, testing=False):
     p = 2 * cfg.digits + 2
     for k, op in enumerate(cfg.ops):
         i = (which == k).nonzero()[:, 0]
-        w = work(op, a[i], b[i], cfg.digits)
+        off = torch.rand(len(i), cfg.digits, generator=generator) < (cfg.wrong_guesses if op == '/' else 0)
+        nudge = off * (torch.randint(2, off.shape, generator=generator) * 2 - 1)  # one off, up or down
+        w = work(op, a[i], b[i], cfg.digits, nudge)
         rows[i, :p + w.shape[1]] = torch.cat([prompt(op, a[i], b[i], cfg.digits), w], 1)
         first_end = (w == END).long().argmax(1)  # the first `.`: what comes after it is padding
         mask[i, :p + w.shape[1]] = torch.arange(p + w.shape[1]) <= p + first_end[:, None]
+        if op == '/':  # a wrong guess is no target: only the check after it, and its correction, are learned
+            mask[i[:, None], p + guess_columns(cfg.digits)] &= ~off
     x, y = rows[:, :-1], rows[:, 1:].clone()
     y[~mask[:, 1:]] = -1
     y[:, :p - 1] = -1  # targets up to `=`: the prompt
     return x.to(device), y.to(device)
+
+
+def parts(x, y, cfg):
+    """The batch as two parts: division's rows, and the others cut to the longest of theirs (their padding), so
+    a step does not pay for the short rows' padding; fit averages the loss over both parts' targets."""
+    div = x[:, cfg.digits] == chars.index('/')
+    short = 2 * cfg.digits + 1 + max([length(op, cfg.digits) for op in cfg.ops if op != '/'], default=0)
+    return [part for part in ((x[div], y[div]), (x[~div, :short], y[~div, :short])) if len(part[0])]
 
 
 @torch.no_grad()
@@ -241,6 +277,8 @@ def main(argv=None):
         p.error(f"--ops must name each of + - * / at most once, like --ops=+-*/ or --ops=+-, not {cfg.ops!r}")
     if not 0 < cfg.learning_rate < float('inf') or cfg.warmup_iters < 0:
         p.error("--learning_rate must be above 0 and finite, and --warmup_iters 0 or more")
+    if not 0 <= cfg.wrong_guesses < 1:
+        p.error(f"--wrong_guesses must be a share from 0 up to (not including) 1, like 0.2, not {cfg.wrong_guesses}")
     if cfg.n_embd % cfg.n_head:
         p.error(f"n_embd ({cfg.n_embd}) must be divisible by n_head ({cfg.n_head}): each head gets n_embd // n_head")
     if cfg.eval or cfg.ask:
@@ -257,7 +295,7 @@ def main(argv=None):
     def look():  # a quick look: exact match on 250 held-out problems per operation
         return ' '.join(f"{op} {score(model, op, *draw(250, cfg.digits, g_val, True), cfg.digits, cfg.device)[0]:.1%}"
                         for op in cfg.ops)
-    addition.fit(model, cfg, lambda: get_batch(cfg.batch_size, cfg, g, cfg.device), look)
+    addition.fit(model, cfg, lambda: parts(*get_batch(cfg.batch_size, cfg, g, cfg.device), cfg), look)
     gpt.save_checkpoint(cfg.ckpt_path, model, chars, cfg, cfg.max_iters, 0.0)
     print(f"saved to {cfg.ckpt_path}")
     return report(model, cfg, cfg.seed)

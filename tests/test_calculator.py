@@ -12,16 +12,16 @@ sys.path.insert(0, str(ROOT / 'exercises'))
 import ex2_addition as ex2  # noqa: E402
 import ex2_calculator as calc  # noqa: E402
 
-ALL = argparse.Namespace(digits=3, ops='+-*/')
+ALL = argparse.Namespace(digits=3, ops='+-*/', wrong_guesses=0.2)
 
 
 def text(tokens):
     return ''.join('_' if t < 0 else calc.chars[t] for t in tokens)
 
 
-def row(op, a, b, digits=3):
+def row(op, a, b, digits=3, nudge=None):
     a, b = torch.tensor([a]), torch.tensor([b])
-    return text(calc.prompt(op, a, b, digits)[0].tolist() + calc.work(op, a, b, digits)[0].tolist())
+    return text(calc.prompt(op, a, b, digits)[0].tolist() + calc.work(op, a, b, digits, nudge)[0].tolist())
 
 
 def test_each_operation_writes_its_work_and_answer_units_first():
@@ -32,10 +32,15 @@ def test_each_operation_writes_its_work_and_answer_units_first():
     assert row('-', 239, 231) == '239-231===>+800.'
     # 12*34: 12*4 = 48, 12*3 = 36, 12*0 = 0, then 408
     assert row('*', 12, 34) == '012*034=8400,6300,0000,804000.'
-    # 123/7: bring down 1, 0 sevens; 12, one seven (7); 53, seven sevens (49); quotient 17, remainder 4
-    assert row('/', 123, 7) == '123/007=100000000,210017000,350079400,710r400.'
-    assert row('/', 5, 0) == '005/000=E.' + '.' * 36  # division by zero: the answer E, the rest padding
-    assert row('/', 2, 1, digits=1) == '2/1=20220,2r0.'
+    # 123/7: bring down 1, guess 0 sevens (0), 1-0 = 1 (+: not too many), 1-7 below 0 (-: not too few); 12, one
+    # seven (7), 5 left, 5-7 below 0; 53, seven sevens (49), 4 left, 4-7 below 0; quotient 17, remainder 4
+    assert row('/', 123, 7) == '123/007=1000000001000+4999-,2100170005000+8999-,3500794004000+7999-,710r400.'
+    # guesses one off (as in training): 1 seven in 1 is too many (1-7 below 0: -), 0 in 12 too few (12-0-7 = 5 is
+    # not below 0: +), 8 in 53 too many; the next part brought down and the answer use the right digits
+    assert (row('/', 123, 7, nudge=torch.tensor([[1, -1, 1]])) ==
+            '123/007=1000170004999-7899+,2100000002100+5000+,3500865007999-0999+,710r400.')
+    assert row('/', 5, 0) == '005/000=E.' + '.' * 66  # division by zero: the answer E, the rest padding
+    assert row('/', 2, 1, digits=1) == '2/1=2022000+99-,2r0.'
 
 
 @pytest.mark.parametrize('op', list('+-*/'))
@@ -63,25 +68,62 @@ def test_the_answer_read_off_after_the_work_is_the_arithmetic(op):
     if op == '/':  # the work: each quotient digit times b never exceeds the part brought down, and the rest < b
         nonzero = b > 0
         for i in range(3):
-            step = work[nonzero, 10 * i:10 * i + 9]  # X, q, q*b, then ','
-            x, q, qb = (step[:, :4] * 10 ** torch.arange(4)).sum(1), step[:, 4], (step[:, 5:9] * 10 ** torch.arange(4)).sum(1)
+            x, q, qb, below, marks, over = step(work[nonzero], i)
             assert torch.equal(qb, q * b[nonzero]) and (x - qb >= 0).all() and (x - qb < b[nonzero]).all()
+            assert torch.equal(below, x - qb) and torch.equal(over, (below - b[nonzero]) % 10000) and marks == {'+-'}
+
+
+def number(tokens):
+    """The number whose digits, units first, are the last dimension of tokens."""
+    return (tokens * 10 ** torch.arange(tokens.shape[-1])).sum(-1)
+
+
+def step(work, i):
+    """Long division's step i: the part brought down, the guess, guess*b, the two checks and their marks."""
+    s = work[:, 20 * i:20 * i + 20]  # X, guess, guess*b, X - guess*b and its mark, that less b and its mark, ','
+    assert (s[:, 19] == calc.chars.index(',')).all()
+    return (number(s[:, :4]), s[:, 4], number(s[:, 5:9]), number(s[:, 9:13]),
+            {calc.chars[m] + calc.chars[n] for m, n in s[:, [13, 18]].tolist()}, number(s[:, 14:18]))
+
+
+def test_long_divisions_checks_catch_a_guess_one_off_and_the_answer_stays_right():
+    a, b = calc.draw(3000, 3, torch.Generator().manual_seed(3))
+    a, b = a[b > 0], b[b > 0]
+    nudge = torch.randint(-1, 2, (len(a), 3), generator=torch.Generator().manual_seed(4))
+    right, nudged = calc.work('/', a, b, 3), calc.work('/', a, b, 3, nudge)
+    assert torch.equal(nudged[:, -8:], right[:, -8:])  # the same quotient and remainder
+    for i in range(3):
+        x, q, _, _, _, _ = step(right, i)
+        x_nudged, guess, _, _, _, _ = step(nudged, i)
+        assert torch.equal(x_nudged, x) and torch.equal(guess, (q + nudge[:, i]).clamp(0, 9))
+        for way, marks in ((-1, {'++'}), (0, {'+-'}), (1, {'-+'})):  # too few: X - guess*b - b is not below 0
+            sel = guess - q == way
+            assert sel.any() and step(nudged[sel], i)[4] == marks
 
 
 def test_batches_mask_the_prompt_and_the_padding_and_mix_every_operation():
     x, y = calc.get_batch(2000, ALL, torch.Generator().manual_seed(0), 'cpu')
-    assert x.shape == y.shape == (2000, calc.block_size(ALL)) == (2000, 45)
+    assert x.shape == y.shape == (2000, calc.block_size(ALL)) == (2000, 75)
     assert (y[:, :7] == -1).all() and (y[:, 7] >= 0).all()  # from `=` on, the work is learned
     kept = y != -1
     assert torch.equal(x[:, 1:][kept[:, :-1]], y[:, :-1][kept[:, :-1]])  # y is x shifted where kept
     ends = (y == calc.END) & kept
     assert (ends.sum(1) == 1).all()  # each row's first `.` is learned, the padding after it is not
-    assert (~kept[torch.arange(45) > ends.long().argmax(1)[:, None]]).all()
+    assert (~kept[torch.arange(75) > ends.long().argmax(1)[:, None]]).all()
     rows = [text(r) for r in x.tolist()]
     for op in '+-*/':
         assert 350 < sum(r[3] == op for r in rows) < 650
     zero = [r for r in rows if r[3:7] == '/000']  # division by zero comes up, and is answered E
-    assert zero and all(r[8:] == 'E' + '.' * 36 for r in zero)
+    assert zero and all(r[8:] == 'E' + '.' * 66 for r in zero)
+    is_div = x[:, 3] == calc.chars.index('/')
+    d, t = x[is_div & (x[:, 4:7] != 0).any(1)], y[is_div & (x[:, 4:7] != 0).any(1)]  # divisions but by zero
+    at = 8 + calc.guess_columns(3)  # where long division's guesses sit in a row, each after its part brought down
+    wrong = d[:, at] != number(d[:, at[:, None] + torch.arange(-4, 0)]) // number(d[:, 4:7].flip(1))[:, None]
+    assert 0.1 < wrong.float().mean() < 0.2  # a fifth nudged one off, less those that would leave 0..9 (kept right)
+    assert (t[:, at - 1][wrong] == -1).all() and (t[:, at - 1][~wrong] >= 0).float().mean() > 0.85  # not learned
+    parts = calc.parts(x, y, ALL)  # division's rows apart; the others lose only padding
+    assert [len(p[0]) for p in parts] == [is_div.sum(), 2000 - is_div.sum()]
+    assert parts[1][0].shape[1] == 29 and (parts[1][1] >= 0).sum() + (parts[0][1] >= 0).sum() == kept.sum()
 
 
 def test_the_held_out_rule_is_the_addition_exercises_and_never_leaks_into_training():
@@ -123,6 +165,7 @@ def test_a_tiny_calculator_learns_one_digit_addition_and_subtraction_and_answers
     (['--ops=++'], ['--ops']),
     (['--digits=7'], ['--digits']),
     (['--learning_rate=0'], ['--learning_rate']),
+    (['--wrong_guesses=1'], ['--wrong_guesses must be a share from 0 up to (not including) 1, like 0.2, not 1.0']),
     (['--chars=abc'], ['unrecognized arguments: --chars=abc']),  # the vocabulary is not a setting
 ])
 def test_calculator_settings_errors(args, words, capsys):
