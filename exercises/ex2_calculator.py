@@ -55,8 +55,7 @@ max_iters = 16000      # training steps
 learning_rate = 2e-3   # AdamW's peak learning rate
 warmup_iters = 100     # steps of linear learning-rate warmup
 lr_decay = True        # cosine-decay the learning rate to a tenth of it by max_iters
-wrong_guesses = 0.2    # share of long division's steps trained with a guess one off (not learned), so the check
-                       # after each guess learns to correct it
+wrong_guesses = 0.2    # share of division's guesses made one off in training (not learned), for the check to correct
 eval_interval = 1000   # score 250 held-out problems per operation every this many steps
 eval_problems = 10000  # held-out problems per operation scored at the end, and by --eval
 seed = 1337            # random seed for the model, the training problems and the held-out draw
@@ -183,8 +182,8 @@ def get_batch(n, cfg, generator, device, testing=False):
 
 
 def parts(x, y, cfg):
-    """The batch as two parts: division's rows, and the others cut to the longest of theirs (their padding), so
-    a step does not pay for the short rows' padding; fit averages the loss over both parts' targets."""
+    """The batch as two parts: division's rows, and the others cut to the longest of theirs, so a step does not pay
+    for the short rows' padding; fit averages the loss over both parts' targets."""
     div = x[:, cfg.digits] == chars.index('/')
     short = 2 * cfg.digits + 1 + max([length(op, cfg.digits) for op in cfg.ops if op != '/'], default=0)
     return [part for part in ((x[div], y[div]), (x[~div, :short], y[~div, :short])) if len(part[0])]
