@@ -199,8 +199,9 @@ def test_speedrun_schedules_and_table(capsys):
     rows = speedrun.main(['--record=clock,relu2', '--seeds=1', '--budget=1', '--baseline_iters=20', '--evals=2',
                           f'--input_file={DATA}', '--target=9'])
     out = capsys.readouterr().out
-    assert [r[0] for r in rows] == ['python gpt.py', 'clock', 'relu2'] and rows[1][3]  # the harness row is kept
-    assert '| 0 | python gpt.py |' in out and '| 2 | relu2 |' in out
+    assert [r[0] for r in rows] == ['python gpt.py', 'clock', 'relu2', 'half'] and rows[1][3]  # the harness row is kept
+    assert rows[3][1] == (rows[2][1] if rows[2][3] else ('clock',)) and len(rows[3][2]) == 1  # the kept ones, in half
+    assert '| 0 | python gpt.py |' in out and '| 2 | relu2 |' in out and '| 3 | the kept rows in half of' in out
     with pytest.raises(SystemExit):
         speedrun.main(['--record=clock,clock', f'--input_file={DATA}'])
     assert capsys.readouterr().err.strip().endswith('--help lists every setting')
