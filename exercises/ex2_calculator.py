@@ -38,6 +38,7 @@ import re
 import sys
 
 import torch
+import torch.nn as nn
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import gpt  # noqa: E402
@@ -56,6 +57,7 @@ learning_rate = 2e-3   # AdamW's peak learning rate
 warmup_iters = 100     # steps of linear learning-rate warmup
 lr_decay = True        # cosine-decay the learning rate to a tenth of it by max_iters
 wrong_guesses = 0.2    # share of division's guesses made one off in training (not learned), for the check to correct
+steps = False          # long division's steps share their positions' vectors (StepPlaces) instead of one per position
 eval_interval = 1000   # score 250 held-out problems per operation every this many steps
 eval_problems = 10000  # held-out problems per operation scored at the end, and by --eval
 seed = 1337            # random seed for the model, the training problems and the held-out draw
@@ -202,7 +204,8 @@ def solve(model, op, a, b, digits, device, chunk=2000):
 
 
 def score(model, op, a, b, digits, device):
-    """Exact match of the answer, accuracy per answer token, and whether each whole row (work too) was right."""
+    """Whether each row's answer was exactly right, accuracy per answer token, and whether each whole row (work
+    too) was right."""
     got, true = solve(model, op, a, b, digits, device), work(op, a, b, digits)
     span = answer_span(op, digits)
     right = got[:, span] == true[:, span]
@@ -210,20 +213,25 @@ def score(model, op, a, b, digits, device):
         zero = (b == 0).nonzero()[:, 0]
         right[zero] = (got[zero, :2] == true[zero, :2]).all(1, keepdim=True)
     kept = torch.arange(true.shape[1]) <= (true == END).long().argmax(1)[:, None]  # up to the first `.`
-    return right.all(1).float().mean().item(), right.float().mean(0).tolist(), ((got == true) | ~kept).all(1)
+    return right.all(1), right.float().mean(0).tolist(), ((got == true) | ~kept).all(1)
 
 
 def report(model, cfg, seed):
-    """Score eval_problems held-out problems per operation, drawn with seed, and print the table."""
-    print("| operation | held-out problems | exact match (answer) | work and answer all right | per answer token |")
-    print("| --- | --- | --- | --- | --- |")
+    """Score eval_problems held-out problems per operation, drawn with seed, and print the table. Small operands
+    are drawn often (1-digit pairs are a ninth of the draws, and only a few are held out), so a distinct problem
+    can count hundreds of times: the table also counts distinct problems."""
+    print("| operation | held-out problems | exact match (answer) | distinct problems right | work and answer all "
+          "right | per answer token |")
+    print("| --- | --- | --- | --- | --- | --- |")
     result = {}
     for k, op in enumerate(cfg.ops):
         a, b = draw(cfg.eval_problems, cfg.digits, torch.Generator().manual_seed(seed + 1000 * k), testing=True)
         exact, per_token, whole = score(model, op, a, b, cfg.digits, cfg.device)
-        result[op] = exact
-        print(f"| {op} | {cfg.eval_problems:,} (seed {seed}) | {exact:.2%} | {whole.float().mean().item():.2%} | "
-              f"{' '.join(f'{p:.1%}' for p in per_token)} |", flush=True)
+        result[op] = exact.float().mean().item()
+        pairs = a * 10 ** cfg.digits + b
+        distinct, wrong = pairs.unique().numel(), pairs[~exact].unique().numel()
+        print(f"| {op} | {cfg.eval_problems:,} (seed {seed}) | {result[op]:.2%} | {distinct - wrong:,} of {distinct:,} "
+              f"| {whole.float().mean().item():.2%} | {' '.join(f'{p:.1%}' for p in per_token)} |", flush=True)
     return result
 
 
@@ -257,13 +265,39 @@ def show_work(model, cfg, question):
         print("its answer: unreadable (the model did not write an answer in the right form)")
 
 
+class StepPlaces(nn.Module):
+    """Stands in for gpt.py's learned position table: a position's vector is the sum of two, one for its place
+    within a step of long division (4 * digits + 8 tokens, counted from the first token after `=`), one for which step
+    it is in. Every step does the same work at the same distances (at 3 digits, X's digit is 9 tokens before the digit of
+    X-g*b it gives), so what one step learns, the others use: with a vector per position, each step learns it alone. The
+    prompt's positions keep vectors of their own; the other operations' rows read the same marks, a position code as
+    unique as the table's."""
+    def __init__(self, digits, block_size, n_embd):
+        super().__init__()
+        prompt, step = 2 * digits + 2, 4 * digits + 8
+        k = (torch.arange(block_size) - prompt).clamp(min=0)  # tokens after `=`
+        before = torch.arange(block_size) < prompt
+        place = torch.where(before, torch.arange(block_size), prompt + k % step)
+        self.register_buffer('place', place, persistent=False)
+        self.register_buffer('step', torch.where(before, 0, 1 + k // step), persistent=False)
+        self.places, self.steps = nn.Embedding(prompt + step, n_embd), nn.Embedding(int(self.step.max()) + 1, n_embd)
+
+    def forward(self, positions):
+        return self.places(self.place[positions]) + self.steps(self.step[positions])
+
+
 def build(cfg):
-    return gpt.GPTLanguageModel(len(chars), cfg.n_embd, cfg.n_head, cfg.n_layer, block_size(cfg), 0.0)
+    """gpt.py's GPT for the calculator's rows; with cfg.steps, StepPlaces instead of its learned position table."""
+    model = gpt.GPTLanguageModel(len(chars), cfg.n_embd, cfg.n_head, cfg.n_layer, block_size(cfg), 0.0)
+    if cfg.steps:
+        model.position_embedding_table = StepPlaces(cfg.digits, block_size(cfg), cfg.n_embd)
+        model.apply(model._init_weights)  # gpt.py's init (std 0.02) for the new tables too
+    return model
 
 
 def load(path, device):
-    """The calculator saved at path and its settings, or a one-line error."""
-    return load_model(path, device, chars, build, 'calculator', 'ex2_calculator.py')
+    """The calculator saved at path and its settings, or a one-line error (older checkpoints: no StepPlaces)."""
+    return load_model(path, device, chars, build, 'calculator', 'ex2_calculator.py', {'steps': False})
 
 
 def main(argv=None):
@@ -292,8 +326,8 @@ def main(argv=None):
     g, g_val = torch.Generator().manual_seed(cfg.seed), torch.Generator().manual_seed(cfg.seed + 1)
 
     def look():  # a quick look: exact match on 250 held-out problems per operation
-        return ' '.join(f"{op} {score(model, op, *draw(250, cfg.digits, g_val, True), cfg.digits, cfg.device)[0]:.1%}"
-                        for op in cfg.ops)
+        right = {op: score(model, op, *draw(250, cfg.digits, g_val, True), cfg.digits, cfg.device)[0] for op in cfg.ops}
+        return ' '.join(f"{op} {r.float().mean():.1%}" for op, r in right.items())
     addition.fit(model, cfg, lambda: parts(*get_batch(cfg.batch_size, cfg, g, cfg.device), cfg), look)
     gpt.save_checkpoint(cfg.ckpt_path, model, chars, cfg, cfg.max_iters, 0.0)
     print(f"saved to {cfg.ckpt_path}")
