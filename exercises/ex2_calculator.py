@@ -38,7 +38,6 @@ import re
 import sys
 
 import torch
-import torch.nn as nn
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import gpt  # noqa: E402
@@ -57,7 +56,6 @@ learning_rate = 2e-3   # AdamW's peak learning rate
 warmup_iters = 100     # steps of linear learning-rate warmup
 lr_decay = True        # cosine-decay the learning rate to a tenth of it by max_iters
 wrong_guesses = 0.2    # share of division's guesses made one off in training (not learned), for the check to correct
-steps = False          # long division's steps share their positions' vectors (StepPlaces) instead of one per position
 eval_interval = 1000   # score 250 held-out problems per operation every this many steps
 eval_problems = 10000  # held-out problems per operation scored at the end, and by --eval
 seed = 1337            # random seed for the model, the training problems and the held-out draw
@@ -265,39 +263,13 @@ def show_work(model, cfg, question):
         print("its answer: unreadable (the model did not write an answer in the right form)")
 
 
-class StepPlaces(nn.Module):
-    """Stands in for gpt.py's learned position table: a position's vector is the sum of two, one for its place
-    within a step of long division (4 * digits + 8 tokens, counted from the first token after `=`), one for which step
-    it is in. Every step does the same work at the same distances (at 3 digits, X's digit is 9 tokens before the digit of
-    X-g*b it gives), so what one step learns, the others use: with a vector per position, each step learns it alone. The
-    prompt's positions keep vectors of their own; the other operations' rows read the same marks, a position code as
-    unique as the table's."""
-    def __init__(self, digits, block_size, n_embd):
-        super().__init__()
-        prompt, step = 2 * digits + 2, 4 * digits + 8
-        k = (torch.arange(block_size) - prompt).clamp(min=0)  # tokens after `=`
-        before = torch.arange(block_size) < prompt
-        place = torch.where(before, torch.arange(block_size), prompt + k % step)
-        self.register_buffer('place', place, persistent=False)
-        self.register_buffer('step', torch.where(before, 0, 1 + k // step), persistent=False)
-        self.places, self.steps = nn.Embedding(prompt + step, n_embd), nn.Embedding(int(self.step.max()) + 1, n_embd)
-
-    def forward(self, positions):
-        return self.places(self.place[positions]) + self.steps(self.step[positions])
-
-
 def build(cfg):
-    """gpt.py's GPT for the calculator's rows; with cfg.steps, StepPlaces instead of its learned position table."""
-    model = gpt.GPTLanguageModel(len(chars), cfg.n_embd, cfg.n_head, cfg.n_layer, block_size(cfg), 0.0)
-    if cfg.steps:
-        model.position_embedding_table = StepPlaces(cfg.digits, block_size(cfg), cfg.n_embd)
-        model.apply(model._init_weights)  # gpt.py's init (std 0.02) for the new tables too
-    return model
+    return gpt.GPTLanguageModel(len(chars), cfg.n_embd, cfg.n_head, cfg.n_layer, block_size(cfg), 0.0)
 
 
 def load(path, device):
-    """The calculator saved at path and its settings, or a one-line error (older checkpoints: no StepPlaces)."""
-    return load_model(path, device, chars, build, 'calculator', 'ex2_calculator.py', {'steps': False})
+    """The calculator saved at path and its settings, or a one-line error."""
+    return load_model(path, device, chars, build, 'calculator', 'ex2_calculator.py')
 
 
 def main(argv=None):
