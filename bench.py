@@ -3,25 +3,29 @@
 `python bench.py` builds gpt.py's own model on gpt.py's data and times gpt.py's training step (forward under
 autocast, zero_grad, backward, AdamW) at the lecture's settings and at the CPU settings, the device's own set first.
 For each it prints a table: step time, tokens/s, model FLOPs utilisation against the device's data-sheet peak,
-peak memory, the share of a run that evaluation at eval_iters 200 takes, and sampling speed (gpt.py's sampler and
-the lecture's generate, once the context is full). For the first set, each lever is timed against the settings as
+peak memory, the share of a run that evaluation at eval_iters 200 takes, and sampling speed (the lecture's
+generate, streamed, once the context is full). For the first set, each lever is timed against the settings as
 they are, the variants taking turns round after round so that a machine's drift hits all alike: torch.compile on
-and off (and its compile time), fused and explicit attention, autocast on and off, the heads batched against the
-lecture's loop over heads. Any of gpt.py's settings may be given too (--n_layer=2, --batch_size=8, ...); they apply
+and off (and its compile time), fused and explicit attention, autocast on and off, the lecture's heads one by one
+against EX1's batched heads. Any of gpt.py's settings may be given too (--n_layer=2, --batch_size=8, ...); they apply
 to every set. Paste the tables into an issue to compare machines."""
 import argparse
 import contextlib
 import datetime
 import math
+import pathlib
 import platform
 import subprocess
 import sys
 import time
-import types
 
 import torch
 
+import extras
 import gpt
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / 'exercises'))
+from ex1_batched_heads import BatchedSelfAttention  # noqa: E402  (EX1's answer, a lever here)
 
 # settings (each can be changed on the command line: --name=value; gpt.py's settings too)
 sets = 'auto'          # gpt.py's settings to measure: 'lecture', 'cpu' or both ('cpu,lecture'); auto: both, own first
@@ -30,7 +34,7 @@ steps = 10             # training steps a variant takes in each round (fewer if 
 rounds = 3             # rounds, the variants taking turns in each; step times are the rounds' median
 round_seconds = 3.0    # at most this long for one variant in one round (at least one step)
 levers = 'first'       # which sets get the lever table: 'first', 'all' or 'none'
-sample_seconds = 2.0   # how long each sampler runs for the characters/s figure
+sample_seconds = 2.0   # how long the sampler runs for the characters/s figure
 
 # Dense data-sheet peaks in TFLOP/s: (bfloat16 or float16 on tensor cores, float32 as gpt.py runs it: TF32 matmuls
 # from Ampere on). Apple's GPUs run 16-bit at about their float32 rate. Longer names first: 'H100 PCIe' before 'H100'.
@@ -69,24 +73,20 @@ def flops_per_token(model, block_size):
     return 6 * n + 12 * len(model.blocks) * block_size * model.lm_head.in_features
 
 
-def heads_one_by_one(mha, x):
-    """The lecture's MultiHeadAttention.forward: each head in turn, concatenated."""
-    return mha.dropout(mha.proj(torch.cat([h(x) for h in mha.heads], dim=-1)))
-
-
 class Variant:
     """gpt.py's model, AdamW and training step with the levers set one way: compile, flash, dtype, heads."""
-    def __init__(self, cfg, vocab, batch, compile, flash, dtype, batched=True):
+    def __init__(self, cfg, vocab, batch, compile, flash, dtype, batched=False):
         self.cfg, self.batch, self.dtype = cfg, batch, dtype
         self.what = dict(compile=compile, flash=flash, dtype=dtype, batched=batched)
         torch.manual_seed(cfg.seed)
         self.model = gpt.GPTLanguageModel(vocab, cfg.n_embd, cfg.n_head, cfg.n_layer, cfg.block_size, cfg.dropout,
                                           flash).to(cfg.device)
-        if not batched:
+        if batched:  # EX1's answer: the heads' weights as one matrix, all heads in one attention call
             for block in self.model.blocks:
-                block.sa.forward = types.MethodType(heads_one_by_one, block.sa)
-        self.optimizer = gpt.adamw(self.model.parameters(), cfg.learning_rate, cfg.device)
-        self.scaler = torch.amp.GradScaler(cfg.device, enabled=gpt.amp_dtype(cfg.device, dtype) == 'float16')
+                block.sa = BatchedSelfAttention(cfg.n_embd, cfg.n_head, cfg.block_size, cfg.dropout,
+                                                flash).to(cfg.device).load_from(block.sa)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.learning_rate)
+        self.scaler = torch.amp.GradScaler(cfg.device, enabled=extras.amp_dtype(cfg.device, dtype) == 'float16')
         self.fast, self.compile_s, self.failed, self.warm = self.model, None, None, False
         if compile:
             try:
@@ -100,7 +100,7 @@ class Variant:
     def step(self):
         self.warm = True
         xb, yb = self.batch()
-        with gpt.autocast(self.cfg.device, self.dtype):
+        with extras.autocast(self.cfg.device, self.dtype):
             _, loss = self.fast(xb, yb)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -148,7 +148,7 @@ def eval_batch_seconds(variant, splits, cfg, n=2):
         x, y = gpt.get_batch(splits['val'], cfg.batch_size, cfg.block_size, cfg.device)
         sync(cfg.device)
         start = time.perf_counter()
-        with gpt.autocast(cfg.device, variant.dtype):
+        with extras.autocast(cfg.device, variant.dtype):
             variant.fast(x, y)
         sync(cfg.device)
         times += [time.perf_counter() - start] if k else []
@@ -168,24 +168,17 @@ def chars_per_second(sampler, model, cfg, seconds):
     return n / (time.perf_counter() - start)
 
 
-def lecture_sampler(model, context):
-    """The lecture's generate, one character a call, so it can stop on time."""
-    while True:
-        context = model.generate(context, 1)[:, -model.block_size:]
-        yield context[:, -1]
-
-
 def memory(dev):
     if dev == 'cuda':
         return f"{torch.cuda.max_memory_allocated() / 2**20:,.0f} MiB on the GPU (the first variant alone)"
-    return f"{gpt.peak_memory(dev)} (the whole process, all variants so far)"
+    return f"{extras.peak_memory(dev)} (the whole process, all variants so far)"
 
 
 def report(cfg, name, c, with_levers):
     """Measure one set of gpt.py's settings and print its tables."""
-    chars, splits = gpt.load_data(cfg.input_file, cfg.block_size, fetch=cfg.input_file == gpt.input_file)
+    chars, splits = gpt.load_data(cfg.input_file, cfg.block_size)
     batch = lambda: gpt.get_batch(splits['train'], cfg.batch_size, cfg.block_size, cfg.device)
-    dtype = gpt.amp_dtype(cfg.device, cfg.dtype)
+    dtype = extras.amp_dtype(cfg.device, cfg.dtype)
     if cfg.device == 'cuda':
         torch.cuda.reset_peak_memory_stats()
     base = Variant(cfg, len(chars), batch, cfg.compile, cfg.flash, dtype)
@@ -199,7 +192,7 @@ def report(cfg, name, c, with_levers):
             'compile': Variant(cfg, len(chars), batch, not cfg.compile, cfg.flash, dtype),
             'attention': Variant(cfg, len(chars), batch, cfg.compile, not cfg.flash, dtype),
             'autocast': Variant(cfg, len(chars), batch, cfg.compile, cfg.flash, 'float32' if dtype != 'float32' else other16),
-            'heads': Variant(cfg, len(chars), batch, cfg.compile, cfg.flash, dtype, batched=False)})
+            'heads': Variant(cfg, len(chars), batch, cfg.compile, cfg.flash, dtype, batched=True)})
     times = take_turns(variants, c)
     if base.failed:
         times['as set'] = None
@@ -209,7 +202,7 @@ def report(cfg, name, c, with_levers):
     peak = peak_tflops(cfg.device, name_dev, dtype)
     print(f"\n### settings: {name} (n_layer {cfg.n_layer}, n_head {cfg.n_head}, n_embd {cfg.n_embd}, block_size "
           f"{cfg.block_size}, batch_size {cfg.batch_size}); {dtype}, compile {'on' if cfg.compile else 'off'}, "
-          f"{'fused' if cfg.flash else 'explicit'} attention, heads batched\n")
+          f"{'fused' if cfg.flash else 'explicit'} attention, the lecture's heads one by one\n")
     print("| figure | measured |\n| --- | --- |")
     if step is None:
         print(f"| step time | not measured: {base.failed} |")
@@ -229,10 +222,8 @@ def report(cfg, name, c, with_levers):
         print(f"| evaluation at eval_iters 200 | {e * 1e3:,.1f} ms a batch: {per_eval:,.1f} s an evaluation, "
               f"{share:.0%} of a run that evaluates every {cfg.eval_interval} steps |")
     print(f"| peak memory | {mem} |")
-    fast = chars_per_second(lambda m, ctx: gpt.sample_stream(m, ctx, 10**9), base.model, cfg, c.sample_seconds)
-    slow = chars_per_second(lecture_sampler, base.model, cfg, c.sample_seconds)
-    print(f"| sampling, context full | {fast:,.0f} characters/s (gpt.py's sampler); {slow:,.0f} (the lecture's "
-          f"generate): {fast / slow:.2f}x |")
+    speed = chars_per_second(lambda m, ctx: extras.sample_stream(m, ctx, 10**9), base.model, cfg, c.sample_seconds)
+    print(f"| sampling, context full | {speed:,.0f} characters/s (the lecture's generate, streamed) |")
     if not with_levers:
         return
     print("\n| lever | as set | changed to | step time: as set -> changed |\n| --- | --- | --- | --- |")
@@ -240,7 +231,7 @@ def report(cfg, name, c, with_levers):
     rows = [('compile', onoff(cfg.compile), onoff(not cfg.compile)),
             ('attention', 'fused' if cfg.flash else 'explicit', 'explicit' if cfg.flash else 'fused'),
             ('autocast', dtype, variants['autocast'].dtype),
-            ('heads', 'batched', "one by one (the lecture's loop)")]
+            ('heads', "one by one (the lecture's)", 'batched (EX1)')]
     for lever, was, now in rows:
         v = variants[lever]
         if v.failed or step is None:
@@ -258,9 +249,9 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     own = {'--' + k for k in ('sets', 'device', 'steps', 'rounds', 'round_seconds', 'levers', 'sample_seconds')}
     mine = [a for a in argv if a.split('=')[0] in own or a in ('-h', '--help')]
-    p, defaults, given = gpt.parse_settings(__file__, globals(), mine, __doc__)
+    p, defaults, given = extras.parse_settings(__file__, globals(), mine, __doc__)
     c = argparse.Namespace(**{**defaults, **given})
-    c.device = gpt.choose_device(c.device, p)
+    c.device = extras.choose_device(c.device, p)
     chosen = ['cpu', 'lecture'] if c.device == 'cpu' else ['lecture', 'cpu']
     chosen = chosen if c.sets == 'auto' else c.sets.split(',')
     if not chosen or any(s not in ('lecture', 'cpu') for s in chosen):
@@ -270,7 +261,7 @@ def main(argv=None):
     if c.steps < 1 or c.rounds < 1 or not (0 < c.round_seconds < math.inf and 0 < c.sample_seconds < math.inf):
         p.error("--steps and --rounds must be 1 or more, --round_seconds and --sample_seconds above 0")
     rest = [a for a in argv if a not in mine]
-    cfgs = [gpt.parse_config([f'--settings={s}', f'--device={c.device}', *rest]) for s in chosen]  # all checked first
+    cfgs = [extras.parse_config([f'--settings={s}', f'--device={c.device}', *rest]) for s in chosen]  # all checked first
     print(f"## bench.py on {c.device}: {device_name(c.device)}; PyTorch {torch.__version__}, Python "
           f"{platform.python_version()}, {platform.system()}; {datetime.date.today()}")
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # as gpt.py runs
@@ -279,4 +270,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    gpt.run(main)
+    extras.run(main)

@@ -7,15 +7,16 @@ import sys
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
+import extras  # noqa: E402
 import gpt  # noqa: E402
 
 
 def exercise_settings(path, values, argv, description, at_least_1=()):
     """An exercise's settings (parse_settings of its own top lines), its device chosen, --seeds (where it has them) as a
     list of integers, and the settings named in at_least_1 checked: (parser, settings)."""
-    p, defaults, given = gpt.parse_settings(path, values, argv, description)
+    p, defaults, given = extras.parse_settings(path, values, argv, description)
     c = argparse.Namespace(**{**defaults, **given})
-    c.device = gpt.choose_device(c.device, p)
+    c.device = extras.choose_device(c.device, p)
     if 'seeds' in defaults:
         try:
             c.seeds = [int(s) for s in c.seeds.split(',')]
@@ -31,7 +32,7 @@ def load_model(path, device, chars, build, what, script, defaults={}):
     """The model an exercise saved at path (built by build(settings), its vocabulary chars) and its settings, with
     defaults for settings older checkpoints lack; or a one-line error naming what it should hold and script."""
     if not os.path.exists(path):
-        raise gpt.UserError(f"no checkpoint at {path}: train one first with `python exercises/{script}`")
+        raise extras.UserError(f"no checkpoint at {path}: train one first with `python exercises/{script}`")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
         if ckpt['chars'] != chars:
@@ -40,6 +41,6 @@ def load_model(path, device, chars, build, what, script, defaults={}):
         model = build(cfg)
         model.load_state_dict(ckpt['model'])
     except Exception:
-        raise gpt.UserError(f"{path} holds no {what}: train one with `python exercises/{script}`, "
+        raise extras.UserError(f"{path} holds no {what}: train one with `python exercises/{script}`, "
                             "or set --ckpt_path") from None
     return model.to(device), cfg

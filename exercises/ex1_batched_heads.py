@@ -1,18 +1,19 @@
 """Exercise 1 of the video: all heads in one class, "treating the heads as another batch dimension".
 
+Try it first: in gpt.py, MultiHeadAttention runs each Head in turn and concatenates their outputs,
+as the video does. Write one class that does the same math for all heads at once, then come back.
+
 The question: how much does it buy to run the heads together rather than one `Head` at a time? The
-setup: `BatchedSelfAttention` below holds one (n_embd, 3*n_embd) query/key/value projection for all
-heads, reshapes its output to (B, n_head, T, head_size), so that the heads sit beside the batch, and
-runs the lecture's attention math (`Head.attend`, borrowed from gpt.py) on all of them at once. Three
-versions of the same layer, with the same weights, are timed forward plus backward, in turns:
-- `cat`: the video's head-by-head `torch.cat([h(x) for h in heads], dim=-1)`, then the projection;
-- `gpt`: gpt.py's `MultiHeadAttention`, which keeps a `Head` per head but stacks their weights into
-  one matmul at every call;
-- `batched`: this file's class, whose weights are one matrix to begin with.
+answer here: `BatchedSelfAttention` below holds one (n_embd, 3*n_embd) query/key/value projection for
+all heads, reshapes its output to (B, n_head, T, head_size), so that the heads sit beside the batch,
+and runs the lecture's attention math on all of them at once. Two versions of the same layer, with
+the same weights, are timed forward plus backward, in turns:
+- `gpt`: gpt.py's `MultiHeadAttention`, the video's `torch.cat([h(x) for h in heads], dim=-1)`;
+- `batched`: this file's class.
 
 `python exercises/ex1_batched_heads.py` times the CPU settings' shapes and the lecture's; results in
 exercises/README.md. A test loads a `MultiHeadAttention`'s weights into `BatchedSelfAttention` and
-checks that outputs and gradients agree."""
+checks that outputs and gradients agree. bench.py times it as a lever of a whole training step."""
 import pathlib
 import statistics
 import sys
@@ -20,15 +21,17 @@ import time
 
 import torch
 import torch.nn as nn
+from torch.nn import functional as F
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+import extras  # noqa: E402
 import gpt  # noqa: E402
 from _shared import exercise_settings  # noqa: E402
 
 # settings (each can be changed on the command line: --name=value)
 shapes = 'cpu,lecture'  # which shapes to time: cpu (B16 T64 C128, 4 heads), lecture (B64 T256 C384, 6 heads)
 attention = 'explicit,fused'  # attention math to time: explicit (the lecture's), fused (scaled_dot_product_attention)
-rounds = 7              # turns taken between the three versions; the table shows medians
+rounds = 7              # turns taken between the two versions; the table shows medians
 repeats = 0             # forward+backward passes per version per turn; 0: about 0.5 s worth, at least 2
 device = 'auto'         # 'cuda', 'mps' or 'cpu'; 'auto' takes the first one available
 seed = 1337             # random seed for the weights and inputs
@@ -48,7 +51,16 @@ class BatchedSelfAttention(nn.Module):
         self.register_buffer('tril', torch.tril(torch.ones(block_size, block_size)), persistent=False)
         self.flash = flash
 
-    attend = gpt.Head.attend  # the lecture's math on (...,T,hs): scores, causal mask, softmax, weighted sum
+    def attend(self, q, k, v):
+        """The lecture's Head math on (B,nh,T,hs): scores, causal mask, softmax, weighted sum of the values."""
+        T = q.shape[-2]
+        if self.flash:  # the same math in one fused kernel
+            p = self.dropout.p if self.training else 0.0
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+        wei = q @ k.transpose(-2, -1) * k.shape[-1]**-0.5  # (B,nh,T,T)
+        wei = wei.masked_fill(self.tril[:T, :T] == 0, float('-inf'))
+        wei = self.dropout(F.softmax(wei, dim=-1))
+        return wei @ v  # (B,nh,T,hs)
 
     def forward(self, x):
         B, T, C = x.shape
@@ -69,16 +81,11 @@ class BatchedSelfAttention(nn.Module):
         return self
 
 
-def concatenated_heads(mha, x):
-    """The video's MultiHeadAttention.forward: each Head in turn, concatenated, projected."""
-    return mha.dropout(mha.proj(torch.cat([h(x) for h in mha.heads], dim=-1)))
-
-
 def time_versions(versions, x, rounds, repeats, device):
     """Median milliseconds of forward plus backward for each version, taking turns every round."""
     def once(f):
         x.grad = None
-        with gpt.autocast(device):
+        with extras.autocast(device):
             out = f(x)
         out.float().square().mean().backward()
 
@@ -103,7 +110,7 @@ def time_versions(versions, x, rounds, repeats, device):
 
 
 def main(argv=None):
-    """Time the three versions at each chosen shape and attention kind and print the table."""
+    """Time the two versions at each chosen shape and attention kind and print the table."""
     p, c = exercise_settings(__file__, globals(), argv, __doc__)
     chosen, kinds = c.shapes.split(','), c.attention.split(',')
     if any(s not in SHAPES for s in chosen):
@@ -113,11 +120,10 @@ def main(argv=None):
     if c.rounds < 1 or c.repeats < 0:
         p.error("--rounds must be 1 or more and --repeats 0 or more")
     print(f"device {c.device}, "
-          f"{'bfloat16 autocast' if isinstance(gpt.autocast(c.device), torch.autocast) else 'float32'}; "
+          f"{'bfloat16 autocast' if isinstance(extras.autocast(c.device), torch.autocast) else 'float32'}; "
           f"median of {c.rounds} turns, forward + backward")
-    print("\n| shapes | attention | cat (video) ms | gpt.py ms | batched ms | cat / batched | gpt.py / batched "
-          "| passes a turn |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("\n| shapes | attention | gpt.py (the video's heads) ms | batched ms | gpt.py / batched | passes a turn |")
+    print("| --- | --- | --- | --- | --- | --- |")
     results = {}
     for name, kind in [(name, kind) for name in chosen for kind in kinds]:
         s, flash = SHAPES[name], kind == 'fused'
@@ -125,14 +131,13 @@ def main(argv=None):
         mha = gpt.MultiHeadAttention(s['C'], s['nh'], s['T'], 0.0, flash).to(c.device)
         batched = BatchedSelfAttention(s['C'], s['nh'], s['T'], 0.0, flash).to(c.device).load_from(mha)
         x = torch.randn(s['B'], s['T'], s['C'], device=c.device, requires_grad=True)
-        versions = {'cat': lambda x: concatenated_heads(mha, x), 'gpt': mha, 'batched': batched}
+        versions = {'gpt': mha, 'batched': batched}
         ms, n = time_versions(versions, x, c.rounds, c.repeats, c.device)
         results[name, kind] = ms
-        print(f"| {name}: B{s['B']} T{s['T']} C{s['C']}, {s['nh']} heads | {kind} | {ms['cat']:.2f} | {ms['gpt']:.2f} | "
-              f"{ms['batched']:.2f} | {ms['cat'] / ms['batched']:.2f}x | {ms['gpt'] / ms['batched']:.2f}x | {n} |",
-              flush=True)
+        print(f"| {name}: B{s['B']} T{s['T']} C{s['C']}, {s['nh']} heads | {kind} | {ms['gpt']:.2f} | "
+              f"{ms['batched']:.2f} | {ms['gpt'] / ms['batched']:.2f}x | {n} |", flush=True)
     return results
 
 
 if __name__ == '__main__':
-    gpt.run(main)
+    extras.run(main)

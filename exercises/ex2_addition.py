@@ -9,7 +9,7 @@ on problems it never saw? The setup, as the exercise suggests:
   training never sees one of them: every accuracy below is on that held-out part;
 - the loss counts the answer's digits only: the prompt's targets are -1, which `gpt.py`'s loss
   ignores (`ignore_index=-1`), since a and b are random and cannot be predicted;
-- answers are decoded greedily (`generate(..., top_k=1)`);
+- answers are decoded greedily (`extras.sample_stream(..., top_k=1)`: generate's loop, the likeliest token);
 - --coupling=True (for longer numbers; exercises/README.md) replaces the learned positions by position coupling
   (Cho et al., 2024): each position gets a learned vector for the digit place it reads or predicts, shared by a's,
   b's and c's digits of that place (units 1, tens 2, ...; `=` predicts the units, each answer digit the next
@@ -30,6 +30,7 @@ import torch
 import torch.nn as nn
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+import extras  # noqa: E402
 import gpt  # noqa: E402
 from _shared import exercise_settings, load_model  # noqa: E402
 
@@ -51,9 +52,10 @@ ckpt_path = 'addition.pt'  # where the trained model is saved
 eval = False           # only score the model at ckpt_path on eval_problems held-out problems
 coupling = False       # position coupling: positions marked by the digit place they read or predict, and their carry's
 short = 0.0            # share of training operands cut to a random count of digits (held-out ones stay whole)
+dtype = 'auto'         # training precision, as gpt.py's --dtype: 'bfloat16', 'float32'; auto: bfloat16 where native
 
-# the vocabulary: digit d is token d (not a setting: no comment on its line)
-chars = '0123456789+='
+# the vocabulary: digit d is token d (not a setting: its name is upper case)
+CHARS = '0123456789+='
 
 
 def held_out(a, b):
@@ -81,7 +83,7 @@ def encode(a, b, digits):
     big = 10 ** torch.arange(digits - 1, -1, -1)  # place values, most significant first
     little = 10 ** torch.arange(digits + 1)       # place values, units first
     n = len(a)
-    plus, equals = torch.full((n, 1), chars.index('+')), torch.full((n, 1), chars.index('='))
+    plus, equals = torch.full((n, 1), CHARS.index('+')), torch.full((n, 1), CHARS.index('='))
     return torch.cat([a[:, None] // big % 10, plus, b[:, None] // big % 10, equals,
                       (a + b)[:, None] // little % 10], dim=1)
 
@@ -113,7 +115,8 @@ def score(model, a, b, digits, device, chunk=2000):
     (units first), and the model's answers as numbers."""
     rows = encode(a, b, digits).to(device)
     prompt_len = 2 * digits + 2
-    got = torch.cat([model.generate(rows[i:i + chunk, :prompt_len], digits + 1, top_k=1)[:, prompt_len:]
+    got = torch.cat([torch.stack(list(extras.sample_stream(model, rows[i:i + chunk, :prompt_len], digits + 1,
+                                                           top_k=1)), 1)
                      for i in range(0, len(rows), chunk)])  # (n, digits+1), units first
     right = got == rows[:, prompt_len:]
     return right.all(1).float().mean().item(), right.float().mean(0).tolist(), (got * 10 ** torch.arange(
@@ -155,7 +158,7 @@ class PlaceMarks(nn.Module):
 def build(cfg):
     """gpt.py's GPT for the rows of cfg.digits-digit problems (inputs of 3 * digits + 2 tokens); with cfg.coupling,
     PlaceMarks instead of its learned position table."""
-    model = gpt.GPTLanguageModel(len(chars), cfg.n_embd, cfg.n_head, cfg.n_layer, 3 * cfg.digits + 2, 0.0)
+    model = gpt.GPTLanguageModel(len(CHARS), cfg.n_embd, cfg.n_head, cfg.n_layer, 3 * cfg.digits + 2, 0.0)
     if cfg.coupling:
         model.position_embedding_table = PlaceMarks(cfg.digits, cfg.n_embd)
         model.apply(model._init_weights)  # gpt.py's init (std 0.02) for the marks too
@@ -164,7 +167,7 @@ def build(cfg):
 
 def load(path, device):
     """The addition model saved at path and its settings, or a one-line error (older checkpoints: no coupling)."""
-    return load_model(path, device, chars, build, 'addition model', 'ex2_addition.py', {'coupling': False})
+    return load_model(path, device, CHARS, build, 'addition model', 'ex2_addition.py', {'coupling': False})
 
 
 def train(cfg):
@@ -178,7 +181,7 @@ def train(cfg):
     look = lambda: f"{score(model, *draw(1000, cfg.digits, g_val, testing=True), cfg.digits, cfg.device)[0]:.1%}"
     seconds, loss = fit(model, cfg, lambda: [get_batch(cfg.batch_size, cfg.digits, g, cfg.device, short=cfg.short)],
                         look)
-    gpt.save_checkpoint(cfg.ckpt_path, model, chars, cfg, cfg.max_iters, loss)
+    extras.save_checkpoint(cfg.ckpt_path, model, CHARS, cfg, cfg.max_iters, loss)
     print(f"saved to {cfg.ckpt_path}")
     return model, seconds
 
@@ -187,7 +190,7 @@ def fit(model, cfg, batch, look):
     """cfg.max_iters AdamW steps on batch(), a list of (inputs, targets) parts whose losses are averaged over all
     their targets, on gpt.py's schedule, printing look() (held-out exact match) every eval_interval steps: (training
     seconds, last loss). The calculator trains with it too, its long rows a part of their own."""
-    optimizer = gpt.adamw(model.parameters(), cfg.learning_rate, cfg.device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate)
     start = time.time()
     for it in range(cfg.max_iters + 1):
         if it % cfg.eval_interval == 0 or it == cfg.max_iters:  # a quick look at held-out problems
@@ -196,8 +199,8 @@ def fit(model, cfg, batch, look):
         if it == cfg.max_iters:
             break
         for group in optimizer.param_groups:
-            group['lr'] = gpt.get_lr(it, cfg)
-        with gpt.autocast(cfg.device):
+            group['lr'] = extras.get_lr(it, cfg)
+        with extras.autocast(cfg.device, cfg.dtype):
             losses = [(model(x, y)[1], (y != -1).sum()) for x, y in batch()]
         loss = sum(part * n for part, n in losses) / sum(n for _, n in losses)
         optimizer.zero_grad(set_to_none=True)
@@ -228,4 +231,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    gpt.run(main)
+    extras.run(main)

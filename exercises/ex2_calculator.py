@@ -29,7 +29,7 @@ on problems it never saw? The setup:
   the padding after `.`); only the answer is scored: exact match, and accuracy per answer digit;
 - each training batch goes through the model in two parts, division's long rows and the other rows cut to the
   longest of theirs, so a step does not pay for their padding;
-- answers are decoded greedily with `gpt.sample_stream` (`generate`'s tokens, with a cache).
+- answers are decoded greedily with `extras.sample_stream` (`generate`'s tokens, with a cache).
 
 `python exercises/ex2_calculator.py` trains and scores every operation on held-out problems; `--eval` scores the
 saved checkpoint again; `--ask=123*456` shows the model's work and answer. Results: exercises/README.md."""
@@ -40,6 +40,7 @@ import sys
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+import extras  # noqa: E402
 import gpt  # noqa: E402
 import ex2_addition as addition  # noqa: E402
 from _shared import exercise_settings, load_model  # noqa: E402
@@ -63,10 +64,11 @@ device = 'auto'        # 'cuda', 'mps' or 'cpu'; 'auto' takes the first one avai
 ckpt_path = 'calculator.pt'  # where the trained model is saved
 eval = False           # only score the model at ckpt_path on eval_problems held-out problems per operation
 ask = ''               # show the saved model's work and answer for one problem, like --ask=123*456
+dtype = 'auto'         # training precision, as gpt.py's --dtype: 'bfloat16', 'float32'; auto: bfloat16 where native
 
-# the vocabulary: digit d is token d (not a setting: no comment on its line)
-chars = '0123456789+-*/=,rE.<>'
-END = chars.index('.')
+# the vocabulary: digit d is token d (not a setting: its name is upper case)
+CHARS = '0123456789+-*/=,rE.<>'
+END = CHARS.index('.')
 
 
 def numbers(shape, generator, digits):
@@ -87,12 +89,12 @@ def units_first(x, width):
 
 
 def token(name, n):
-    return torch.full((n, 1), chars.index(name))
+    return torch.full((n, 1), CHARS.index(name))
 
 
 def sign(x):
     """`-` where x is below 0 (the subtraction, written units first, borrowed past its top digit), else `+`."""
-    return torch.where(x < 0, chars.index('-'), chars.index('+'))[:, None]
+    return torch.where(x < 0, CHARS.index('-'), CHARS.index('+'))[:, None]
 
 
 def work(op, a, b, digits, nudge=None):
@@ -102,11 +104,11 @@ def work(op, a, b, digits, nudge=None):
     if op == '+':
         return torch.cat([units_first(a + b, digits + 1), token('.', n)], 1)
     if op == '-':  # the comparison's marks from the top digit down, then the sign and |a-b|
-        marks, mark = [], torch.full((n,), chars.index('='))
+        marks, mark = [], torch.full((n,), CHARS.index('='))
         for i in range(digits - 1, -1, -1):
             da, db = a // 10 ** i % 10, b // 10 ** i % 10
-            here = torch.where(da < db, chars.index('<'), torch.where(da > db, chars.index('>'), chars.index('=')))
-            mark = torch.where(mark == chars.index('='), here, mark)
+            here = torch.where(da < db, CHARS.index('<'), torch.where(da > db, CHARS.index('>'), CHARS.index('=')))
+            mark = torch.where(mark == CHARS.index('='), here, mark)
             marks.append(mark[:, None])
         return torch.cat(marks + [sign(a - b), units_first((a - b).abs(), digits), token('.', n)], 1)
     if op == '*':  # a times each digit of b (units first), then the product
@@ -184,7 +186,7 @@ def get_batch(n, cfg, generator, device, testing=False):
 def parts(x, y, cfg):
     """The batch as two parts: division's rows, and the others cut to the longest of theirs, so a step does not pay
     for the short rows' padding; fit averages the loss over both parts' targets."""
-    div = x[:, cfg.digits] == chars.index('/')
+    div = x[:, cfg.digits] == CHARS.index('/')
     short = 2 * cfg.digits + 1 + max([length(op, cfg.digits) for op in cfg.ops if op != '/'], default=0)
     return [part for part in ((x[div], y[div]), (x[~div, :short], y[~div, :short])) if len(part[0])]
 
@@ -195,7 +197,7 @@ def solve(model, op, a, b, digits, device, chunk=2000):
     was_training = model.training
     model.eval()
     rows = prompt(op, a, b, digits).to(device)
-    got = torch.cat([torch.stack(list(gpt.sample_stream(model, rows[i:i + chunk], length(op, digits), top_k=1)), 1)
+    got = torch.cat([torch.stack(list(extras.sample_stream(model, rows[i:i + chunk], length(op, digits), top_k=1)), 1)
                      for i in range(0, len(rows), chunk)])
     model.train(was_training)
     return got.cpu()
@@ -235,7 +237,7 @@ def report(model, cfg, seed):
 
 def read(op, tokens, digits):
     """The model's answer, written as a person would, from its tokens after `=`."""
-    text = ''.join(chars[t] for t in tokens)
+    text = ''.join(CHARS[t] for t in tokens)
     ans = text[answer_span(op, digits)]
     if op == '/' and text.startswith('E'):
         return 'division by zero'
@@ -251,11 +253,11 @@ def show_work(model, cfg, question):
     """Print the model's work and answer for one problem like 123*456."""
     found = re.fullmatch(r'\s*(\d+)\s*([-+*/])\s*(\d+)\s*', question)
     if not found or max(len(found[1]), len(found[3])) > cfg.digits or found[2] not in cfg.ops:
-        raise gpt.UserError(f"--ask={question!r} is not a problem this model knows: write it like 123*456, with "
+        raise extras.UserError(f"--ask={question!r} is not a problem this model knows: write it like 123*456, with "
                             f"numbers of up to {cfg.digits} digits and one of {' '.join(cfg.ops)}")
     a, op, b = torch.tensor([int(found[1])]), found[2], torch.tensor([int(found[3])])
     tokens = solve(model, op, a, b, cfg.digits, cfg.device)[0].tolist()
-    line = ''.join(chars[t] for t in prompt(op, a, b, cfg.digits)[0].tolist() + tokens)
+    line = ''.join(CHARS[t] for t in prompt(op, a, b, cfg.digits)[0].tolist() + tokens)
     print(f"the model writes: {line[:line.index('.') + 1] if '.' in line else line}")
     try:
         print(f"its answer: {found[1]} {op} {found[3]} = {read(op, tokens, cfg.digits)}")
@@ -264,12 +266,12 @@ def show_work(model, cfg, question):
 
 
 def build(cfg):
-    return gpt.GPTLanguageModel(len(chars), cfg.n_embd, cfg.n_head, cfg.n_layer, block_size(cfg), 0.0)
+    return gpt.GPTLanguageModel(len(CHARS), cfg.n_embd, cfg.n_head, cfg.n_layer, block_size(cfg), 0.0)
 
 
 def load(path, device):
     """The calculator saved at path and its settings, or a one-line error."""
-    return load_model(path, device, chars, build, 'calculator', 'ex2_calculator.py')
+    return load_model(path, device, CHARS, build, 'calculator', 'ex2_calculator.py')
 
 
 def main(argv=None):
@@ -301,10 +303,10 @@ def main(argv=None):
         right = {op: score(model, op, *draw(250, cfg.digits, g_val, True), cfg.digits, cfg.device)[0] for op in cfg.ops}
         return ' '.join(f"{op} {r.float().mean():.1%}" for op, r in right.items())
     addition.fit(model, cfg, lambda: parts(*get_batch(cfg.batch_size, cfg, g, cfg.device), cfg), look)
-    gpt.save_checkpoint(cfg.ckpt_path, model, chars, cfg, cfg.max_iters, 0.0)
+    extras.save_checkpoint(cfg.ckpt_path, model, CHARS, cfg, cfg.max_iters, 0.0)
     print(f"saved to {cfg.ckpt_path}")
     return report(model, cfg, cfg.seed)
 
 
 if __name__ == '__main__':
-    gpt.run(main)
+    extras.run(main)

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+import extras  # noqa: E402
 import gpt  # noqa: E402
 from _shared import exercise_settings  # noqa: E402
 
@@ -59,7 +60,7 @@ device = 'cpu'            # 'cuda', 'mps' or 'cpu' (the model is gpt.py's CPU on
 input_file = 'input.txt'  # tiny Shakespeare (downloaded if this is missing)
 
 PACKAGES = ['bible-kjv', 'bible-kjv-text', 'dict-gcide', 'dict-devil', 'r-cran-janeaustenr']
-# a shared string this long counts as overlap with tiny Shakespeare (not a setting: no comment on its line)
+# a shared string this long counts as overlap with tiny Shakespeare (not a setting: its name is upper case)
 OVERLAP = 50
 
 
@@ -115,7 +116,7 @@ def build_corpus(path, shakespeare):
     """Download the packages, extract the texts, keep tiny Shakespeare's characters, remove the overlap; write path."""
     chars = sorted(set(shakespeare))
     if not (shutil.which('apt-get') and shutil.which('dpkg-deb')):
-        raise gpt.UserError("--prepare takes the corpus from Debian's packages and needs apt-get and dpkg-deb (Debian "
+        raise extras.UserError("--prepare takes the corpus from Debian's packages and needs apt-get and dpkg-deb (Debian "
                             "or Ubuntu); on this system use any large UTF-8 text of your own: --corpus=your.txt")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)
@@ -126,7 +127,7 @@ def build_corpus(path, shakespeare):
             kjv = subprocess.run([str(tmp / 'x/usr/bin/bible'), '-p', str(tmp / 'x/usr/lib'), '-m', '8192',
                                   'gen1:1-rev22:21'], check=True, capture_output=True, text=True).stdout
         except (OSError, subprocess.CalledProcessError) as e:
-            raise gpt.UserError(f"could not get the corpus from Debian's packages ({e}); this needs apt-get and "
+            raise extras.UserError(f"could not get the corpus from Debian's packages ({e}); this needs apt-get and "
                                 "dpkg-deb (Debian or Ubuntu): use --corpus=FILE with a large text of your own") from None
         parts = {'King James Bible': re.sub(r'(?m)^ +\d+ ', '', kjv),  # without verse numbers
                  'Jane Austen': austen(tmp / 'x/usr/lib/R/site-library/janeaustenr/data/Rdata.rdb'),
@@ -157,14 +158,14 @@ def build_corpus(path, shakespeare):
     after = len(shared_strings(clean, shakespeare))
     print(f"removed {len(lines) - len(kept):,} lines ({len(text) - len(clean):,} characters); "
           f"overlap after: {after} shared {OVERLAP}-character strings")
-    gpt.save_atomic(path, lambda f: f.write(clean.encode('utf-8')))
+    extras.save_atomic(path, lambda f: f.write(clean.encode('utf-8')))
     print(f"wrote {path}: {len(clean):,} characters, {len(set(clean))} distinct")
 
 
 # ----------------------------------------------------------------------------- the comparison
 def train(c, seed, text_file, ckpt, iters, lr, init_from=''):
     """One gpt.train run with gpt.py's CPU settings: (best val loss, seconds)."""
-    cfg = gpt.parse_config([f'--device={c.device}', '--settings=cpu', f'--input_file={text_file}', f'--seed={seed}',
+    cfg = extras.parse_config([f'--device={c.device}', '--settings=cpu', f'--input_file={text_file}', f'--seed={seed}',
                             f'--ckpt_path={ckpt}', f'--max_iters={iters}', f'--learning_rate={lr}',
                             f'--eval_interval={max(1, iters // 6)}', f'--eval_iters={c.eval_iters}',
                             f'--init_from={init_from}'])
@@ -180,12 +181,12 @@ def main(argv=None):
                                  at_least_1=('pretrain_iters', 'finetune_iters', 'eval_iters'))
     if not 0 < c.finetune_lr < float('inf'):
         p.error(f"--finetune_lr must be a number above 0, like 1e-3, not {c.finetune_lr}")
-    shakespeare_chars, ts_splits = gpt.load_data(c.input_file, 64, fetch=c.input_file == input_file)
+    shakespeare_chars, ts_splits = gpt.load_data(c.input_file, 64)
     if c.prepare:
         build_corpus(c.corpus, pathlib.Path(c.input_file).read_text(encoding='utf-8'))
     corpus_chars, corpus_splits = gpt.load_data(c.corpus, 64)
     if corpus_chars != shakespeare_chars:
-        raise gpt.UserError(f"{c.corpus} has {len(corpus_chars)} characters, not tiny Shakespeare's 65: fine-tuning "
+        raise extras.UserError(f"{c.corpus} has {len(corpus_chars)} characters, not tiny Shakespeare's 65: fine-tuning "
                             "needs the same vocabulary (--prepare builds such a corpus)")
     print(f"corpus {c.corpus}: {sum(map(len, corpus_splits.values())):,} characters; pretraining sees "
           f"{c.pretrain_iters * 16 * 64:,} of them (batch 16 x context 64 x {c.pretrain_iters} steps)")
@@ -195,7 +196,7 @@ def main(argv=None):
             pre = f'{tmp}/pre{seed}.pt'
             print(f"--- seed {seed}: pretraining on {c.corpus}", flush=True)
             _, pre_s = train(c, seed, c.corpus, pre, c.pretrain_iters, 3e-3)
-            model, _ = gpt.load_checkpoint(pre, c.device, flash=False)
+            model, _ = extras.load_checkpoint(pre, c.device, flash=False)
             on_corpus = gpt.estimate_loss(model, corpus_splits, c.eval_iters * 4, 16, 64, c.device)
             zero_shot = gpt.estimate_loss(model, ts_splits, c.eval_iters * 4, 16, 64, c.device)['val']
             print(f"--- seed {seed}: fine-tuning on tiny Shakespeare", flush=True)
@@ -219,4 +220,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    gpt.run(main)
+    extras.run(main)

@@ -35,6 +35,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+import extras  # noqa: E402
 import gpt  # noqa: E402
 from _shared import exercise_settings  # noqa: E402
 
@@ -68,12 +69,13 @@ class LiteratureHead(gpt.Head):
         super().__init__(n_embd, head_size, block_size, 0.0)
         self.rope, self.qknorm = rope, qknorm
 
-    def attend(self, q, k, v):
+    def forward(self, x):
+        q, k, v = self.query(x), self.key(x), self.value(x)  # (B,T,hs) each
         if self.qknorm:  # every query and key scaled to length sqrt(head_size): the logits stay bounded
             q, k = F.rms_norm(q, q.shape[-1:]), F.rms_norm(k, k.shape[-1:])
         if self.rope:
             q, k = rotate(q), rotate(k)
-        return super().attend(q, k, v)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)  # gpt.py's Head from here (dropout 0)
 
 
 class NoPositions(nn.Module):
@@ -181,10 +183,10 @@ def check_variant(variant):
     """The variant's features, or a UserError naming the unknown ones."""
     unknown = [f for f in variant.split('+') if f not in FEATURES] if variant != 'baseline' else []
     if unknown:
-        raise gpt.UserError(f"--variants: no change called {', '.join(unknown)}; choose from baseline, "
+        raise extras.UserError(f"--variants: no change called {', '.join(unknown)}; choose from baseline, "
                             f"{', '.join(FEATURES)}, or join them with +")
     if len({'swiglu', 'relu2', 'gelu'} & set(variant.split('+'))) > 1:
-        raise gpt.UserError(f"--variants: {variant} has more than one of swiglu, relu2 and gelu: each replaces "
+        raise extras.UserError(f"--variants: {variant} has more than one of swiglu, relu2 and gelu: each replaces "
                             "the same feed-forward activation; choose one")
 
 
@@ -192,7 +194,7 @@ def check_variant(variant):
 def step_times(names, vocab_size, cfg, splits, muon_lr, rounds=6, steps=30):
     """Seconds per training step of each variant, timed in turn (interleaved rounds, each in another order; median)."""
     models = {v: build(v, vocab_size, cfg).to(cfg.device) for v in names}
-    optims = {v: optimizer_for(v, m, cfg, muon_lr) or gpt.adamw(m.parameters(), cfg.learning_rate, cfg.device)
+    optims = {v: optimizer_for(v, m, cfg, muon_lr) or torch.optim.AdamW(m.parameters(), lr=cfg.learning_rate)
               for v, m in models.items()}
     times = {v: [] for v in names}
     for r in range(rounds + 1):
@@ -200,7 +202,7 @@ def step_times(names, vocab_size, cfg, splits, muon_lr, rounds=6, steps=30):
             start = time.time()
             for _ in range(steps):
                 x, y = gpt.get_batch(splits['train'], cfg.batch_size, cfg.block_size, cfg.device)
-                with gpt.autocast(cfg.device):
+                with extras.autocast(cfg.device):
                     loss = models[v](x, y)[1]
                 optims[v].zero_grad(set_to_none=True)
                 loss.backward()
@@ -214,7 +216,7 @@ def train(variant, seed, iters, c):
     """gpt.train on the variant for iters steps: (best val, seconds, seconds to the target or None, parameters,
     [(seconds, val loss) at each evaluation])."""
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = gpt.parse_config([f'--device={c.device}', '--settings=cpu', f'--input_file={c.input_file}',
+        cfg = extras.parse_config([f'--device={c.device}', '--settings=cpu', f'--input_file={c.input_file}',
                                 f'--seed={seed}', f'--ckpt_path={tmp}/ckpt.pt', f'--max_iters={iters}',
                                 f'--eval_interval={c.eval_interval}'])
         torch.manual_seed(seed)
@@ -237,8 +239,8 @@ def main(argv=None):
     for v in names:
         check_variant(v)
     names = ['baseline'] + [v for v in names if v != 'baseline']  # the budget is the baseline's
-    cfg = gpt.parse_config([f'--device={c.device}', '--settings=cpu', f'--input_file={c.input_file}'])
-    chars, splits = gpt.load_data(cfg.input_file, cfg.block_size, fetch=c.input_file == input_file)
+    cfg = extras.parse_config([f'--device={c.device}', '--settings=cpu', f'--input_file={c.input_file}'])
+    chars, splits = gpt.load_data(cfg.input_file, cfg.block_size)
     per_step = step_times(names, len(chars), cfg, splits, c.muon_lr)
     iters = {v: round(c.budget_iters * per_step['baseline'] / per_step[v]) for v in names}
     for v in names:
@@ -268,4 +270,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    gpt.run(main)
+    extras.run(main)

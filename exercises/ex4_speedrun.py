@@ -51,6 +51,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+import extras  # noqa: E402
 import gpt  # noqa: E402
 import ex4_literature as literature  # noqa: E402
 from _shared import exercise_settings  # noqa: E402
@@ -82,7 +83,7 @@ class SoftCap(nn.Module):
 
 def settings(changes, c):
     """gpt.py's CPU settings, with batch32's batch."""
-    cfg = gpt.parse_config([f'--device={c.device}', '--settings=cpu', f'--input_file={c.input_file}'])
+    cfg = extras.parse_config([f'--device={c.device}', '--settings=cpu', f'--input_file={c.input_file}'])
     if 'batch32' in changes:
         cfg.batch_size = 32
     return cfg
@@ -94,11 +95,10 @@ class ValueEmbedAttention(gpt.MultiHeadAttention):
     ve = None
 
     def forward(self, x):
-        B, T, C = x.shape
-        w = torch.cat([torch.cat([h.query.weight, h.key.weight, h.value.weight]) for h in self.heads])
-        q, k, v = F.linear(x, w).view(B, T, len(self.heads), 3, -1).permute(3, 0, 2, 1, 4)  # (B,nh,T,hs) each
-        v = v + self.ve.view(B, T, len(self.heads), -1).transpose(1, 2)
-        return self.proj(self.heads[0].attend(q, k, v).transpose(1, 2).reshape(B, T, -1))
+        ves = self.ve.split(self.heads[0].value.out_features, dim=-1)  # (B,T,hs) for each head
+        out = torch.cat([F.scaled_dot_product_attention(h.query(x), h.key(x), h.value(x) + ve, is_causal=True)
+                         for h, ve in zip(self.heads, ves)], dim=-1)  # each head as gpt.py's Head (dropout 0)
+        return self.proj(out)
 
 
 def add_value_embeddings(model, vocab_size, cfg):
@@ -155,7 +155,7 @@ def run(changes, seed, seconds, c, chars, splits):
         optimizer = literature.Muon(model, lr, literature.muon_lr * (2 if {'lr2x', 'muon2x'} & set(changes) else 1),
                                     ns_steps=3 if 'ns3' in changes else 5)
     else:
-        optimizer = gpt.adamw(model.parameters(), lr, c.device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     peaks = [g['lr'] for g in optimizer.param_groups]
     warmup = cfg.warmup_iters / cfg.max_iters  # gpt.py's 50 of 8000 steps, as a fraction of the budget
     clock, steps, history, spread, soon = 0.0, 0, [], 0, 0.0
@@ -169,7 +169,7 @@ def run(changes, seed, seconds, c, chars, splits):
         for group, peak in zip(optimizer.param_groups, peaks):
             group['lr'] = peak * lr_factor(clock / seconds, changes, warmup)
         x, y = gpt.get_batch(splits['train'], *batch_shape(clock / seconds, changes, cfg), c.device)
-        with gpt.autocast(c.device):
+        with extras.autocast(c.device):
             _, loss = model(x, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -206,7 +206,7 @@ def main(argv=None):
         p.error(f"--early must be above 0 seconds, like 1.0, not {c.early}")
     if not c.budget >= 0:
         p.error(f"--budget must be 0 (the baseline's time) or more seconds, not {c.budget}")
-    chars, splits = gpt.load_data(c.input_file, 64, fetch=c.input_file == input_file)
+    chars, splits = gpt.load_data(c.input_file, 64)
     base = {}
     for seed in c.seeds:  # gpt.py's own run, its evaluations on the clock: the budget
         best, seconds, reached, _, _ = literature.train('baseline', seed, c.baseline_iters, argparse.Namespace(
@@ -259,4 +259,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    gpt.run(main)
+    extras.run(main)

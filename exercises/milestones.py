@@ -5,7 +5,7 @@ connections, LayerNorm, scaling up) buy what the video says it does, in this cod
 model is assembled from `gpt.py`'s own classes (no copies), at the video's small settings at that
 point (batch 32, context 8, 32-wide embeddings, AdamW at lr 1e-3 for 5000 steps, losses estimated
 every 500 steps over 200 batches; the bigram as in `bigram.py`: lr 1e-2, 3000 steps), trained by
-`bigram.py`'s loop, the lecture's, and with PyTorch's default initialisation, as in the video at
+the lecture's loop (`train` below), and with PyTorch's default initialisation, as in the video at
 those points. The last row runs `gpt.py` itself, with the settings it picks for the device.
 
 `python exercises/milestones.py` runs every row; `--steps=head,multihead` some of them; `--seeds=1337,42`
@@ -20,6 +20,7 @@ import torch.nn as nn
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import bigram  # noqa: E402
+import extras  # noqa: E402
 import gpt  # noqa: E402
 from _shared import exercise_settings  # noqa: E402
 
@@ -91,22 +92,37 @@ def build(step, vocab_size, c):
     return model
 
 
+def train(model, splits, max_iters, learning_rate, eval_interval, batch_size, block_size, eval_iters, device):
+    """The lecture's training loop: AdamW steps on random batches, the losses printed every eval_interval
+    steps and at the last one, which it returns."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
+    for it in range(max_iters):
+        if it % eval_interval == 0 or it == max_iters - 1:
+            losses = gpt.estimate_loss(model, splits, eval_iters, batch_size, block_size, device)
+            print(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}", flush=True)
+        xb, yb = gpt.get_batch(splits['train'], batch_size, block_size, device)
+        logits, loss = model(xb, yb)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return losses
+
+
 def run_step(step, seed, c):
     """Train one row with one seed: (val loss at the end, parameters, seconds)."""
     start = time.time()
     torch.manual_seed(seed)
     if step == 'scaled':  # gpt.py itself, into a throwaway checkpoint
         with tempfile.TemporaryDirectory() as tmp:
-            cfg = gpt.parse_config([f'--device={c.device}', f'--input_file={c.input_file}', f'--seed={seed}',
+            cfg = extras.parse_config([f'--device={c.device}', f'--input_file={c.input_file}', f'--seed={seed}',
                                     f'--ckpt_path={pathlib.Path(tmp) / "ckpt.pt"}'])
             val = gpt.train(cfg)
-            model, _ = gpt.load_checkpoint(cfg.ckpt_path, 'cpu', flash=False)
+            model, _ = extras.load_checkpoint(cfg.ckpt_path, 'cpu')
         return val, sum(p.numel() for p in model.parameters()), time.time() - start, f'{cfg.settings} settings'
-    chars, splits = gpt.load_data(c.input_file, c.block_size, fetch=c.input_file == input_file)
+    chars, splits = gpt.load_data(c.input_file, c.block_size)
     model = build(step, len(chars), c).to(c.device)
     lr, iters = (bigram.learning_rate, bigram.max_iters) if step == 'bigram' else (c.learning_rate, c.max_iters)
-    losses = bigram.train(model, splits, iters, lr, c.eval_interval, c.batch_size, c.block_size, c.eval_iters,
-                          c.device)
+    losses = train(model, splits, iters, lr, c.eval_interval, c.batch_size, c.block_size, c.eval_iters, c.device)
     return losses['val'], sum(p.numel() for p in model.parameters()), time.time() - start, f'{iters} steps'
 
 
@@ -160,9 +176,9 @@ def draw(rows, path):
     ax.set_ylim(1.8 if 'scaled' not in steps else 1.3, max(r[0] for rs in rows.values() for r in rs) + 0.1)
     ax.set_ylabel('val loss'); ax.legend(fontsize=8)
     ax.set_title("Each step of the video, measured (bars per seed) beside the video's val loss", fontsize=10)
-    gpt.save_atomic(path, lambda f: fig.savefig(f, format='png', dpi=90, bbox_inches='tight'))
+    extras.save_atomic(path, lambda f: fig.savefig(f, format='png', dpi=90, bbox_inches='tight'))
     print(f"drew the table into {path}")
 
 
 if __name__ == '__main__':
-    gpt.run(main)
+    extras.run(main)

@@ -15,6 +15,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+import extras  # noqa: E402
 import gpt  # noqa: E402
 
 SHARED = ROOT.parent / 'shared' / 'data' / 'tinyshakespeare.txt'  # this project's CI has it; a fresh clone does not
@@ -30,20 +31,20 @@ TINY = ['--device=cpu', '--n_layer=1', '--n_embd=32', '--n_head=2', '--block_siz
 
 def is_tiny_shakespeare(path):
     path = pathlib.Path(path)
-    return path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == gpt.DATA_SHA256
+    return path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == extras.DATA_SHA256
 
 
 def find_tiny_shakespeare(shared=SHARED, local=ROOT / 'input.txt', downloaded=DOWNLOADED):
     """(path, how): ../shared's copy, else input.txt if it is tiny Shakespeare, else an earlier download, else a new
-    download with gpt.py's own code (its SHA-256 checked). Offline with none of them: a gpt.UserError saying what to do."""
+    download with gpt.py's own code (its SHA-256 checked). Offline with none of them: a extras.UserError saying what to do."""
     for path, how in ((shared, None), (local, None), (downloaded, None)):
         if is_tiny_shakespeare(path):
             return pathlib.Path(path), how
     downloaded.parent.mkdir(parents=True, exist_ok=True)
     try:
-        gpt.download(str(downloaded))
-    except gpt.UserError:
-        raise gpt.UserError(f"the tests need tiny Shakespeare and could not download it: save {gpt.DATA_URL} as "
+        extras.download(str(downloaded))
+    except extras.UserError:
+        raise extras.UserError(f"the tests need tiny Shakespeare and could not download it: save {extras.DATA_URL} as "
                             f"{local} (or run `python gpt.py` once online), then run the tests again") from None
     return pathlib.Path(downloaded), f"tiny Shakespeare was downloaded to {downloaded} (once; the tests reuse it)"
 
@@ -55,11 +56,11 @@ def data_path(request):
         problem = None
         try:
             capture = request.config.pluginmanager.getplugin('capturemanager')
-            with capture.global_and_fixture_disabled():  # gpt.download's line, and ours, reach the terminal
+            with capture.global_and_fixture_disabled():  # extras.download's line, and ours, reach the terminal
                 path, how = find_tiny_shakespeare()
                 if how:
                     print(f"\n{how}")
-        except gpt.UserError as e:
+        except extras.UserError as e:
             problem = str(e)
         if problem:  # outside the except block: the report is that one line, not a chain of exceptions
             pytest.fail(problem, pytrace=False)

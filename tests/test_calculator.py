@@ -6,6 +6,7 @@ import sys
 import pytest
 import torch
 
+import extras
 import gpt
 from conftest import ROOT, assert_user_error, run_script
 
@@ -17,7 +18,7 @@ ALL = argparse.Namespace(digits=3, ops='+-*/', wrong_guesses=0.2)
 
 
 def text(tokens):
-    return ''.join('_' if t < 0 else calc.chars[t] for t in tokens)
+    return ''.join('_' if t < 0 else calc.CHARS[t] for t in tokens)
 
 
 def row(op, a, b, digits=3, nudge=None):
@@ -63,8 +64,8 @@ def test_the_answer_read_off_after_the_work_is_the_arithmetic(op):
     if op == '-':  # the work: the marks say how a and b compare, looking at their top digits so far
         for i in range(3):
             top_a, top_b = a // 10 ** (2 - i), b // 10 ** (2 - i)
-            want = torch.where(top_a < top_b, calc.chars.index('<'), torch.where(top_a > top_b, calc.chars.index('>'),
-                                                                                calc.chars.index('=')))
+            want = torch.where(top_a < top_b, calc.CHARS.index('<'), torch.where(top_a > top_b, calc.CHARS.index('>'),
+                                                                                calc.CHARS.index('=')))
             assert torch.equal(work[:, i], want)
     if op == '/':  # the work: each quotient digit times b never exceeds the part brought down, and the rest < b
         nonzero = b > 0
@@ -82,9 +83,9 @@ def number(tokens):
 def step(work, i):
     """Long division's step i: the part brought down, the guess, guess*b, the two checks and their marks."""
     s = work[:, 20 * i:20 * i + 20]  # X, guess, guess*b, X - guess*b and its mark, that less b and its mark, ','
-    assert (s[:, 19] == calc.chars.index(',')).all()
+    assert (s[:, 19] == calc.CHARS.index(',')).all()
     return (number(s[:, :4]), s[:, 4], number(s[:, 5:9]), number(s[:, 9:13]),
-            {calc.chars[m] + calc.chars[n] for m, n in s[:, [13, 18]].tolist()}, number(s[:, 14:18]))
+            {calc.CHARS[m] + calc.CHARS[n] for m, n in s[:, [13, 18]].tolist()}, number(s[:, 14:18]))
 
 
 def test_long_divisions_checks_catch_a_guess_one_off_and_the_answer_stays_right():
@@ -116,7 +117,7 @@ def test_batches_mask_the_prompt_and_the_padding_and_mix_every_operation():
         assert 350 < sum(r[3] == op for r in rows) < 650
     zero = [r for r in rows if r[3:7] == '/000']  # division by zero comes up, and is answered E
     assert zero and all(r[8:] == 'E' + '.' * 66 for r in zero)
-    is_div = x[:, 3] == calc.chars.index('/')
+    is_div = x[:, 3] == calc.CHARS.index('/')
     d, t = x[is_div & (x[:, 4:7] != 0).any(1)], y[is_div & (x[:, 4:7] != 0).any(1)]  # divisions but by zero
     at = 8 + calc.guess_columns(3)  # where long division's guesses sit in a row, each after its part brought down
     wrong = d[:, at] != number(d[:, at[:, None] + torch.arange(-4, 0)]) // number(d[:, 4:7].flip(1))[:, None]
@@ -159,7 +160,7 @@ def test_a_tiny_calculator_learns_one_digit_addition_and_subtraction_and_answers
         assert exact.all() and whole.all(), (op, exact)
     calc.main(['--ask=7-9', '--device=cpu', f'--ckpt_path={ckpt}'])
     assert capsys.readouterr().out == 'the model writes: 7-9=<-2.\nits answer: 7 - 9 = -2\n'
-    with pytest.raises(gpt.UserError, match=r"--ask='7\*9' is not a problem this model knows"):
+    with pytest.raises(extras.UserError, match=r"--ask='7\*9' is not a problem this model knows"):
         calc.main(['--ask=7*9', '--device=cpu', f'--ckpt_path={ckpt}'])
 
 

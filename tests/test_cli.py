@@ -1,4 +1,5 @@
 """gpt.py end to end, as a learner runs it: subprocesses in a temporary folder."""
+import os
 import re
 import subprocess
 import sys
@@ -6,6 +7,7 @@ import sys
 import pytest
 import torch
 
+import extras
 import gpt
 from conftest import ROOT, TINY, assert_user_error, interrupt, run_script, start_script
 
@@ -25,7 +27,7 @@ def test_a_run_prints_losses_and_a_sample_and_writes_more_txt_and_ckpt(trained):
     assert out.startswith('device: cpu')
     assert 'settings: cpu' in out and '--settings=lecture' in out
     steps = re.findall(r'^step (\d+): train loss ([\d.]+), val loss ([\d.]+), [\d.]+s', out, re.M)
-    assert [s[0] for s in steps] == ['0', '10', '19']
+    assert [s[0] for s in steps] == ['0', '10', '20']  # the last evaluation after the last step
     assert float(steps[-1][2]) < float(steps[0][2])  # it learned something
     assert re.search(r'^step 10: .* [\d,]+ tokens/s$', out, re.M)
     assert re.search(r'peak memory [\d,]+ MiB RSS', out)
@@ -33,7 +35,7 @@ def test_a_run_prints_losses_and_a_sample_and_writes_more_txt_and_ckpt(trained):
     assert len(sample) == 51  # the start token and 50 sampled characters
     assert len((cwd / 'more.txt').read_text(encoding='utf-8')) == 10_001
     ckpt = torch.load(cwd / 'ckpt.pt', weights_only=True)
-    assert ckpt['step'] == 19 and ckpt['val_loss'] == pytest.approx(float(steps[-1][2]), abs=1e-4)
+    assert ckpt['step'] == 20 and ckpt['val_loss'] == pytest.approx(float(steps[-1][2]), abs=1e-4)
     assert len(ckpt['chars']) == 65 and ckpt['config']['n_embd'] == 32 and ckpt['config']['n_layer'] == 1
     assert {f.name for f in cwd.iterdir()} == {'ckpt.pt', 'more.txt'}  # no temporary files left
 
@@ -69,19 +71,19 @@ def test_help_lists_every_setting_with_its_values():
                  'input_file', 'ckpt_path', 'sample', 'prompt', 'max_new_tokens'):
         assert f'--{name}' in result.stdout
     flat = ' '.join(result.stdout.split())  # argparse wraps long help lines
-    assert f"--n_embd int embedding dimension (lecture: 384, CPU: {gpt.cpu_settings['n_embd']})" in flat
+    assert f"--n_embd int embedding dimension (lecture: 384, CPU: {extras.CPU['n_embd']})" in flat
     assert "--compile [bool] torch.compile the model" in flat and "(default: 'input.txt')" in flat
 
 
 def test_settings_sets_and_overrides():
-    cpu = gpt.parse_config(['--device=cpu'])
-    assert cpu.settings == 'cpu' and all(getattr(cpu, k) == v for k, v in gpt.cpu_settings.items())
-    lecture = gpt.parse_config(['--device=cpu', '--settings=lecture'])
+    cpu = extras.parse_config(['--device=cpu'])
+    assert cpu.settings == 'cpu' and all(getattr(cpu, k) == v for k, v in extras.CPU.items())
+    lecture = extras.parse_config(['--device=cpu', '--settings=lecture'])
     assert (lecture.n_embd, lecture.block_size, lecture.max_iters, lecture.dropout) == (384, 256, 5000, 0.2)
-    mixed = gpt.parse_config(['--device=cpu', '--settings=lecture', '--n_layer=2', '--dropout=0'])
+    mixed = extras.parse_config(['--device=cpu', '--settings=lecture', '--n_layer=2', '--dropout=0'])
     assert (mixed.n_layer, mixed.dropout, mixed.n_embd) == (2, 0.0, 384)  # explicit values win over both
-    assert gpt.parse_config(['--device=cpu', '--n_embd=64', '--n_head=4']).n_embd == 64
-    assert gpt.parse_config(['--device=cpu', '--compile=False']).compile is False
+    assert extras.parse_config(['--device=cpu', '--n_embd=64', '--n_head=4']).n_embd == 64
+    assert extras.parse_config(['--device=cpu', '--compile=False']).compile is False
 
 
 @pytest.mark.parametrize('args, words', [
@@ -116,7 +118,14 @@ def test_bad_input_files_fail_clearly(content, words, tmp_path):
     (tmp_path / 'my.txt').write_bytes(content)
     result = run_script('gpt.py', *TINY, '--input_file=my.txt', cwd=tmp_path)
     assert_user_error(result, 1, 'my.txt', *words)
-    assert not (tmp_path / 'ckpt.pt').exists()
+    assert [p.name for p in tmp_path.iterdir()] == ['my.txt']  # refused before anything was written: no cache
+
+
+def test_a_block_size_longer_than_the_text_changes_nothing(data_path, tmp_path):
+    (tmp_path / 'input.txt').write_bytes(data_path.read_bytes())
+    result = run_script('gpt.py', '--device=cpu', '--block_size=2000000', cwd=tmp_path)
+    assert_user_error(result, 1, 'input.txt has 1115394 characters, too few for block_size 2000000')
+    assert [p.name for p in tmp_path.iterdir()] == ['input.txt']  # no cache, no checkpoint
 
 
 def test_training_on_your_own_text_and_a_missing_file(tmp_path):
@@ -165,3 +174,34 @@ def test_importing_gpt_has_no_side_effects(tmp_path):
                             env={'PYTHONPATH': str(ROOT), 'PATH': ''})
     assert result.returncode == 0 and result.stdout == '' and result.stderr == ''
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_edit_at_the_top_of_gpt_py_is_what_runs(data_path, tmp_path):
+    """As the video does: change n_layer at the top, delete a setting's comment, change Head's attention."""
+    source = (ROOT / 'gpt.py').read_text(encoding='utf-8')
+    assert '\nn_layer = 6 ' in source and '\ndropout = 0.2 ' in source
+    edited = re.sub(r'\nn_layer = 6 .*', '\nn_layer = 3', source)  # no comment left on the line
+    edited = re.sub(r'\ndropout = 0.2 .*', '\ndropout = 0.1  # mine', edited)
+    (tmp_path / 'gpt.py').write_text(edited, encoding='utf-8')
+    (tmp_path / 'extras.py').write_text((ROOT / 'extras.py').read_text(encoding='utf-8'), encoding='utf-8')
+    args = ['--device=cpu', '--n_embd=32', '--n_head=2', '--block_size=16', '--batch_size=8', '--max_iters=2',
+            '--eval_interval=1', '--eval_iters=1', '--max_new_tokens=5', f'--input_file={data_path}']
+    result = subprocess.run([sys.executable, 'gpt.py', *args], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    total = sum(p.numel() for p in gpt.GPTLanguageModel(65, 32, 2, 3, 16).parameters())
+    assert f'{total:,} parameters' in result.stdout  # three blocks: the edit ran
+    assert 'changed at the top of gpt.py: n_layer=3, dropout=0.1' in result.stdout
+    ckpt = torch.load(tmp_path / 'ckpt.pt', weights_only=True)
+    assert ckpt['config']['n_layer'] == 3 and ckpt['config']['dropout'] == 0.1
+    help = subprocess.run([sys.executable, 'gpt.py', '--help'], cwd=tmp_path, capture_output=True, text=True)
+    assert '--n_layer int' in help.stdout  # a setting without a comment is still a setting
+    # the attention's scale, changed inside Head.forward: the logits change
+    scaled = edited.replace("wei = q @ k.transpose(-2, -1) * k.shape[-1]**-0.5",
+                            "wei = q @ k.transpose(-2, -1) * k.shape[-1]**-0.5 * 4")
+    assert scaled != edited
+    (tmp_path / 'gpt.py').write_text(scaled, encoding='utf-8')
+    probe = ("import torch, gpt; torch.manual_seed(0); m = gpt.GPTLanguageModel(65, 32, 2, 2, 16, 0.0).eval(); "
+             "torch.manual_seed(1); print(m(torch.randint(65, (1, 16)))[0].sum().item())")
+    logits = [subprocess.run([sys.executable, '-c', probe], cwd=folder, capture_output=True, text=True,
+                             env={**os.environ, 'PYTHONPATH': str(folder)}).stdout for folder in (tmp_path, ROOT)]
+    assert logits[0] and logits[1] and logits[0] != logits[1]

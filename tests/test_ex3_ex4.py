@@ -7,6 +7,7 @@ import time
 import pytest
 import torch
 
+import extras
 import gpt
 from conftest import DATA, ROOT, TINY
 
@@ -29,7 +30,7 @@ def generated(path, n, seed):
 
 
 def cfg_for(text, ckpt, *more):
-    return gpt.parse_config([*TINY, f'--input_file={text}', f'--ckpt_path={ckpt}', *more])
+    return extras.parse_config([*TINY, f'--input_file={text}', f'--ckpt_path={ckpt}', *more])
 
 
 # ----------------------------------------------------------------------------- EX3 and --init_from
@@ -46,9 +47,9 @@ def test_init_from_refuses_other_characters_or_sizes(tmp_path):
     text = generated(tmp_path / 'a.txt', 20000, 0)
     gpt.train(cfg_for(text, tmp_path / 'pre.pt'))
     (tmp_path / 'abc.txt').write_text('abc ' * 1000, encoding='utf-8')
-    with pytest.raises(gpt.UserError, match='other characters'):
+    with pytest.raises(extras.UserError, match='other characters'):
         gpt.train(cfg_for(tmp_path / 'abc.txt', tmp_path / 'x.pt', f'--init_from={tmp_path / "pre.pt"}'))
-    with pytest.raises(gpt.UserError, match='other sizes'):
+    with pytest.raises(extras.UserError, match='other sizes'):
         gpt.train(cfg_for(text, tmp_path / 'x.pt', f'--init_from={tmp_path / "pre.pt"}', '--n_embd=64'))
     with pytest.raises(SystemExit):
         cfg_for(text, tmp_path / 'x.pt', f'--init_from={tmp_path / "missing.pt"}')
@@ -59,12 +60,12 @@ def test_ex3_pretrains_then_fine_tunes_from_those_weights(tmp_path, monkeypatch,
     corpus = generated(tmp_path / 'corpus.txt', 30000, 2)
     small = generated(tmp_path / 'small.txt', 6000, 3)
     started_from = []
-    monkeypatch.setattr(gpt, 'init_weights', lambda model, path, chars, f=gpt.init_weights:
+    monkeypatch.setattr(extras, 'init_weights', lambda model, path, chars, f=extras.init_weights:
                         started_from.append(torch.load(path, weights_only=True)['step']) or f(model, path, chars))
     rows = ex3.main([f'--corpus={corpus}', f'--input_file={small}', '--pretrain_iters=12', '--finetune_iters=6',
                      '--eval_iters=2', '--seeds=1'])
     out = capsys.readouterr().out
-    assert started_from == [11]  # the fine-tune loaded the pretrained checkpoint (its last step), and only it
+    assert started_from == [12]  # the fine-tune loaded the pretrained checkpoint (its last step), and only it
     (seed, on_corpus, zero_shot, _, tuned, _, scratch, _), = rows
     assert seed == 1 and tuned != scratch and abs(on_corpus['train'] - on_corpus['val']) < 0.2
     assert '| 1 |' in out and 'pretrained, fine-tuned at lr 0.001' in out
@@ -124,9 +125,9 @@ def test_ex4_runs_a_tiny_comparison_and_refuses_unknown_changes(capsys):
     out = capsys.readouterr().out
     assert set(results) == {'baseline', 'rope+tie'} and '| rope+tie |' in out and '| baseline |' in out
     assert all(r[2] is not None for rs in results.values() for r in rs)  # val 9 is reached at once
-    with pytest.raises(gpt.UserError, match='no change called flash'):
+    with pytest.raises(extras.UserError, match='no change called flash'):
         ex4.main(['--variants=rope+flash', '--seeds=1', f'--input_file={DATA}'])
-    with pytest.raises(gpt.UserError, match='more than one of swiglu'):
+    with pytest.raises(extras.UserError, match='more than one of swiglu'):
         ex4.main(['--variants=swiglu+relu2', '--seeds=1', f'--input_file={DATA}'])
 
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+import extras
 import gpt
 from conftest import ROOT, assert_user_error, run_script
 
@@ -48,7 +49,7 @@ def test_each_milestone_model_has_the_videos_parameters_is_causal_and_learns(ste
         assert not torch.allclose(model(x)[0][:, 5:], model(y)[0][:, 5:])
     _, splits = gpt.load_data(str(data_path), 8)
     first = gpt.estimate_loss(model, splits, 5, 32, 8, 'cpu')['val']
-    last = milestones.bigram.train(model, splits, 60, 1e-2, 59, 32, 8, 5, 'cpu')['val']
+    last = milestones.train(model, splits, 60, 1e-2, 59, 32, 8, 5, 'cpu')['val']
     assert last < first - 0.3, (first, last)
 
 
@@ -98,8 +99,6 @@ def test_batched_self_attention_equals_multihead_attention_outputs_and_gradients
             g = batched.qkv.weight.grad[i * C + h * hs:i * C + (h + 1) * hs]
             assert (getattr(head, name).weight.grad - g).abs().max() < 1e-5
     assert torch.allclose(mha.proj.weight.grad, batched.proj.weight.grad, atol=1e-5)
-    # and the video's head-by-head concatenation is the same layer again
-    assert (ex1.concatenated_heads(mha, x) - batched(x)).abs().max() < 1e-5
 
 
 def test_batched_self_attention_is_causal():
@@ -111,7 +110,7 @@ def test_batched_self_attention_is_causal():
     assert torch.allclose(attn(x)[:, :6], attn(y)[:, :6], atol=1e-6)
 
 
-def test_ex1_script_times_three_versions(tmp_path):
+def test_ex1_script_times_both_versions(tmp_path):
     result = run_script('exercises/ex1_batched_heads.py', '--shapes=cpu', '--rounds=2', '--repeats=2',
                         '--device=cpu', cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -119,7 +118,7 @@ def test_ex1_script_times_three_versions(tmp_path):
             if line.startswith('| cpu:')]
     assert [r[1] for r in rows] == ['explicit', 'fused']
     for cells in rows:
-        assert all(float(cells[i]) > 0 for i in (2, 3, 4)) and cells[5].endswith('x') and cells[7] == '2'
+        assert all(float(cells[i]) > 0 for i in (2, 3)) and cells[4].endswith('x') and cells[5] == '2'
     assert_user_error(run_script('exercises/ex1_batched_heads.py', '--shapes=big', cwd=tmp_path), 2, '--shapes')
     assert_user_error(run_script('exercises/ex1_batched_heads.py', '--attention=slow', cwd=tmp_path), 2,
                       '--attention')
@@ -128,7 +127,7 @@ def test_ex1_script_times_three_versions(tmp_path):
 # ----------------------------------------------------------------------------- EX2
 def test_addition_rows_reverse_the_answer_and_mask_the_prompt():
     row = ex2.encode(torch.tensor([123, 999]), torch.tensor([45, 999]), 3)
-    text = [''.join(ex2.chars[i] for i in r) for r in row.tolist()]
+    text = [''.join(ex2.CHARS[i] for i in r) for r in row.tolist()]
     assert text == ['123+045=8610', '999+999=8991']  # 168 and 1998, units first
     x, y = ex2.get_batch(64, 3, torch.Generator().manual_seed(0), 'cpu')
     assert x.shape == y.shape == (64, 11)
@@ -138,13 +137,13 @@ def test_addition_rows_reverse_the_answer_and_mask_the_prompt():
 
 def test_prompt_positions_contribute_nothing_to_the_loss():
     torch.manual_seed(0)
-    model = gpt.GPTLanguageModel(len(ex2.chars), 32, 2, 1, 11, 0.0)
+    model = gpt.GPTLanguageModel(len(ex2.CHARS), 32, 2, 1, 11, 0.0)
     x, y = ex2.get_batch(16, 3, torch.Generator().manual_seed(1), 'cpu')
     logits, loss = model(x, y)
-    answer = F.cross_entropy(logits[:, 7:].reshape(-1, len(ex2.chars)), y[:, 7:].reshape(-1))
+    answer = F.cross_entropy(logits[:, 7:].reshape(-1, len(ex2.CHARS)), y[:, 7:].reshape(-1))
     assert loss.item() == pytest.approx(answer.item(), rel=1e-6)
     logits = logits.detach().requires_grad_()  # and the prompt positions' logits get no gradient at all
-    F.cross_entropy(logits.view(-1, len(ex2.chars)), y.view(-1), ignore_index=-1).backward()
+    F.cross_entropy(logits.view(-1, len(ex2.CHARS)), y.view(-1), ignore_index=-1).backward()
     assert (logits.grad[:, :7] == 0).all() and (logits.grad[:, 7:] != 0).all(-1).all()
 
 
@@ -181,44 +180,26 @@ def test_short_cuts_training_operands_to_random_lengths_and_leaves_held_out_ones
         'ex2_addition.py: error: --short must be a share from 0 to 1, like 0.5, not 2.0; --help lists every setting\n')
 
 
-def test_a_tiny_gpt_learns_two_digit_addition_and_eval_mode_scores_it(tmp_path):
+@pytest.mark.parametrize('dtype', ['bfloat16', 'float32'])
+def test_a_tiny_gpt_learns_two_digit_addition_and_eval_mode_scores_it(tmp_path, dtype):
     """Two digits, not one: 1-digit addition has 100 problems, and its 5% held out are a handful of table
-    entries that nothing in the other 95 determines; with two digits the held-out ones need the rule."""
+    entries that nothing in the other 95 determines; with two digits the held-out ones need the rule.
+    --short=0.5 cuts half the operands short: without it a seed can sit at chance on the tens digit (seeds
+    1337 and 1 in bfloat16, 2 and 4 in float32 did); with it, seeds 1337, 1, 2, 3 and 4 reach 100.00% in
+    both dtypes (Intel Xeon, 2026-12-01)."""
     args = ['--digits=2', '--n_layer=2', '--n_embd=32', '--n_head=2', '--batch_size=128', '--max_iters=1000',
-            '--eval_interval=1000', '--eval_problems=500', '--learning_rate=1e-2', '--device=cpu']
+            '--eval_interval=1000', '--eval_problems=500', '--learning_rate=1e-2', '--short=0.5', '--device=cpu',
+            f'--dtype={dtype}']
     result = run_script('exercises/ex2_addition.py', *args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     exact = float(result.stdout.split('| 500 (seed 1337) | ')[1].split('%')[0])
-    assert exact > 50, result.stdout  # guessing gets 0.1%; measured here: 99.0% (seeds 1 and 2: 88.4%, 100%)
+    assert exact > 90, result.stdout  # guessing gets 0.1%
     again = run_script('exercises/ex2_addition.py', '--eval', '--seed=5', '--eval_problems=500', '--device=cpu',
                        cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert '| 500 (seed 5) |' in again.stdout and 'step' not in again.stdout
-    assert float(again.stdout.split('| 500 (seed 5) | ')[1].split('%')[0]) > 50
+    assert float(again.stdout.split('| 500 (seed 5) | ')[1].split('%')[0]) > 90
     assert {f.name for f in tmp_path.iterdir()} == {'addition.pt'}
-
-
-def test_position_coupling_marks_each_digit_with_its_place_and_loads_back(tmp_path):
-    cfg = argparse.Namespace(digits=3, n_embd=16, n_head=2, n_layer=1, coupling=True)
-    model = ex2.build(cfg)
-    # 123+045=861 (the last answer digit is never an input): a's and b's places, '+' 0, '=' predicts the units
-    marks = model.position_embedding_table
-    assert marks.place.tolist() == [3, 2, 1, 0, 3, 2, 1, 1, 2, 3, 4]
-    # and the place each of a's and b's digits carries into, matched with the answer position that predicts it
-    assert marks.carry.tolist() == [4, 3, 2, 0, 4, 3, 2, 1, 2, 3, 4]
-    # instead of a learned vector per position, the same vectors for the same place
-    assert torch.equal(marks(torch.arange(11)), marks.coupling.weight[marks.place] + marks.carrying.weight[marks.carry])
-    assert 0.015 < marks.coupling.weight.std() < 0.025 and not hasattr(marks, 'weight')
-    x, y = ex2.get_batch(8, 3, torch.Generator().manual_seed(0), 'cpu')
-    gpt.save_checkpoint(tmp_path / 'c.pt', model, ex2.chars, argparse.Namespace(**vars(cfg), block_size=11), 0, 1.0)
-    loaded, saved = ex2.load(str(tmp_path / 'c.pt'), 'cpu')
-    assert saved.coupling and torch.equal(loaded(x)[0], model(x)[0])
-    plain = ex2.build(argparse.Namespace(digits=3, n_embd=16, n_head=2, n_layer=1, coupling=False))
-    assert isinstance(plain.position_embedding_table, torch.nn.Embedding)
-    old = argparse.Namespace(digits=3, n_embd=16, n_head=2, n_layer=1, block_size=11)  # saved before coupling existed
-    gpt.save_checkpoint(tmp_path / 'old.pt', plain, ex2.chars, old, 0, 1.0)
-    loaded, saved = ex2.load(str(tmp_path / 'old.pt'), 'cpu')
-    assert not saved.coupling and torch.equal(loaded(x)[0], plain(x)[0])
 
 
 def test_ex2_errors(tmp_path):
@@ -230,11 +211,16 @@ def test_ex2_errors(tmp_path):
 
 
 # ----------------------------------------------------------------------------- sampling controls
+def sample(model, start, n, **kw):
+    """start and n tokens from extras.sample_stream (temperature, top_k in kw)."""
+    return torch.cat([start, *(t[:, None] for t in extras.sample_stream(model, start, n, **kw))], dim=1)
+
+
 def test_top_k_1_is_greedy_and_deterministic():
     torch.manual_seed(0)
     model = gpt.GPTLanguageModel(65, 32, 2, 1, 16, 0.0)
     start = torch.zeros((3, 1), dtype=torch.long)
-    runs = [model.generate(start, 12, top_k=1) for _ in range(2)]
+    runs = [sample(model, start, 12, top_k=1) for _ in range(2)]
     assert torch.equal(*runs)
     idx = start
     for _ in range(12):  # greedy by hand: the argmax of the last position's logits, step by step
@@ -249,6 +235,6 @@ def test_temperature_and_top_k_shape_the_distribution():
         model.lm_head.weight.zero_()
         model.lm_head.bias.copy_(torch.linspace(-3, 3, 65))  # the logits, whatever the input: higher ids likelier
     start = torch.zeros((400, 1), dtype=torch.long)
-    distinct = lambda **kw: len(set(model.generate(start, 1, **kw)[:, 1].tolist()))
-    assert set(model.generate(start, 1, top_k=3)[:, 1].tolist()) <= {62, 63, 64}
+    distinct = lambda **kw: len(set(sample(model, start, 1, **kw)[:, 1].tolist()))
+    assert set(sample(model, start, 1, top_k=3)[:, 1].tolist()) <= {62, 63, 64}
     assert distinct(temperature=0.1) < distinct() < distinct(temperature=10.0)

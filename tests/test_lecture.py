@@ -3,8 +3,10 @@ import math
 
 import pytest
 import torch
+import torch.nn as nn
 from torch.nn import functional as F
 
+import extras
 import gpt
 
 
@@ -80,17 +82,20 @@ def test_fused_attention_matches_the_explicit_math():
     assert torch.allclose(a(idx)[0], b(idx)[0], atol=1e-5)
 
 
-@pytest.mark.parametrize('flash', [False, True])
-def test_batched_heads_match_the_lectures_concatenated_heads(flash):
-    mha = attention_modules(flash)['MultiHeadAttention'].eval()
-    x = torch.randn(3, 12, 16)
-    lecture = mha.proj(torch.cat([h(x) for h in mha.heads], dim=-1))  # each head on its own, as in the lecture
-    batched = mha(x)
-    assert torch.allclose(batched, lecture, atol=1e-5)
-    weights = [mha.heads[2].query.weight, mha.heads[0].value.weight, mha.proj.weight]
-    for a, b in zip(torch.autograd.grad(lecture.square().sum(), weights),
-                    torch.autograd.grad(batched.square().sum(), weights)):
-        assert torch.allclose(a, b, atol=1e-4) and a.abs().sum() > 0  # the same gradients reach every head
+def test_multi_head_attention_runs_each_head_so_an_edit_of_head_forward_changes_the_model(monkeypatch):
+    torch.manual_seed(0)
+    model = gpt.GPTLanguageModel(65, 32, 4, 2, 16, 0.0).eval()
+    idx = torch.randint(65, (2, 16))
+    before = model(idx)[0]
+    calls = []
+    forward = gpt.Head.forward
+    def edited(self, x):  # as a learner would: the same head, its output scaled
+        calls.append(1)
+        return forward(self, x) * 2
+    monkeypatch.setattr(gpt.Head, 'forward', edited)
+    after = model(idx)[0]
+    assert len(calls) == 2 * 4  # every head of every block ran
+    assert not torch.allclose(before, after)
 
 
 def test_scaled_attention_keeps_unit_variance():
@@ -156,28 +161,22 @@ def test_data_split_and_targets_are_inputs_shifted_by_one(data_path, text):
     assert torch.equal(x[:, 1:], y[:, :-1])
 
 
-def test_generate_crops_context_uses_eval_mode_and_builds_no_graph():
+def test_generate_crops_the_context_and_builds_no_graph():
     torch.manual_seed(0)
-    model = gpt.GPTLanguageModel(65, 32, 2, 1, 8, dropout=0.5)  # dropout left on would change samples
-    model.train()
-    idx = torch.zeros((1, 1), dtype=torch.long)
-    torch.manual_seed(5)
+    model = gpt.GPTLanguageModel(65, 32, 2, 1, 8, dropout=0.0)
+    idx = torch.zeros((2, 1), dtype=torch.long)
     out = model.generate(idx, 30)  # longer than block_size 8: works only if the context is cropped
-    assert out.shape == (1, 31) and not out.requires_grad
-    assert model.training  # the mode is restored
-    model.eval()
-    torch.manual_seed(5)
-    assert torch.equal(model.generate(idx, 30), out)  # same as sampling in eval mode: dropout was off
+    assert out.shape == (2, 31) and not out.requires_grad and torch.equal(out[:, :1], idx)
 
 
 def test_learning_rate_schedule():
     from argparse import Namespace
     cfg = Namespace(learning_rate=1e-3, warmup_iters=10, max_iters=110, lr_decay=True)
-    assert gpt.get_lr(0, cfg) == pytest.approx(1e-4)
-    assert gpt.get_lr(9, cfg) == pytest.approx(1e-3)
-    assert gpt.get_lr(60, cfg) == pytest.approx(0.55e-3)
-    assert gpt.get_lr(110, cfg) == pytest.approx(1e-4)
-    assert gpt.get_lr(60, Namespace(learning_rate=3e-4, warmup_iters=0, max_iters=110, lr_decay=False)) == 3e-4
+    assert extras.get_lr(0, cfg) == pytest.approx(1e-4)
+    assert extras.get_lr(9, cfg) == pytest.approx(1e-3)
+    assert extras.get_lr(60, cfg) == pytest.approx(0.55e-3)
+    assert extras.get_lr(110, cfg) == pytest.approx(1e-4)
+    assert extras.get_lr(60, Namespace(learning_rate=3e-4, warmup_iters=0, max_iters=110, lr_decay=False)) == 3e-4
 
 
 def test_estimate_loss_uses_fixed_batches_and_restores_train_mode(data_path):
@@ -187,3 +186,96 @@ def test_estimate_loss_uses_fixed_batches_and_restores_train_mode(data_path):
     assert model.training
     assert gpt.estimate_loss(model, splits, 3, 4, 16, 'cpu') == first
     assert set(first) == {'train', 'val'} and all(3.5 < v < 5 for v in first.values())
+
+
+# ----------------------------------------------------------------------------- the lecture's own classes
+class LectureHead(nn.Module):
+    """The lecture's gpt.py, its classes as the video writes them (sizes from the globals below)."""
+    def __init__(self, head_size):
+        super().__init__()
+        self.key = nn.Linear(n_embd, head_size, bias=False)
+        self.query = nn.Linear(n_embd, head_size, bias=False)
+        self.value = nn.Linear(n_embd, head_size, bias=False)
+        self.register_buffer('tril', torch.tril(torch.ones(block_size, block_size)))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x):
+        B, T, C = x.shape
+        k = self.key(x)
+        q = self.query(x)
+        wei = q @ k.transpose(-2, -1) * k.shape[-1]**-0.5
+        wei = wei.masked_fill(self.tril[:T, :T] == 0, float('-inf'))
+        wei = F.softmax(wei, dim=-1)
+        wei = self.dropout(wei)
+        v = self.value(x)
+        return wei @ v
+
+
+class LectureMultiHeadAttention(nn.Module):
+    def __init__(self, num_heads, head_size):
+        super().__init__()
+        self.heads = nn.ModuleList([LectureHead(head_size) for _ in range(num_heads)])
+        self.proj = nn.Linear(head_size * num_heads, n_embd)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x):
+        out = torch.cat([h(x) for h in self.heads], dim=-1)
+        return self.dropout(self.proj(out))
+
+
+class LectureFeedFoward(nn.Module):
+    def __init__(self, n_embd):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(n_embd, 4 * n_embd), nn.ReLU(), nn.Linear(4 * n_embd, n_embd),
+                                 nn.Dropout(dropout))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class LectureBlock(nn.Module):
+    def __init__(self, n_embd, n_head):
+        super().__init__()
+        head_size = n_embd // n_head
+        self.sa = LectureMultiHeadAttention(n_head, head_size)
+        self.ffwd = LectureFeedFoward(n_embd)
+        self.ln1 = nn.LayerNorm(n_embd)
+        self.ln2 = nn.LayerNorm(n_embd)
+
+    def forward(self, x):
+        x = x + self.sa(self.ln1(x))
+        return x + self.ffwd(self.ln2(x))
+
+
+class LectureGPTLanguageModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.token_embedding_table = nn.Embedding(vocab_size, n_embd)
+        self.position_embedding_table = nn.Embedding(block_size, n_embd)
+        self.blocks = nn.Sequential(*[LectureBlock(n_embd, n_head=n_head) for _ in range(n_layer)])
+        self.ln_f = nn.LayerNorm(n_embd)
+        self.lm_head = nn.Linear(n_embd, vocab_size)
+
+    def forward(self, idx, targets=None):
+        B, T = idx.shape
+        tok_emb = self.token_embedding_table(idx)
+        pos_emb = self.position_embedding_table(torch.arange(T, device=idx.device))
+        x = self.ln_f(self.blocks(tok_emb + pos_emb))
+        return self.lm_head(x), None
+
+
+vocab_size, n_embd, n_head, n_layer, block_size, dropout = 65, 32, 4, 2, 16, 0.2
+
+
+def test_a_checkpoint_of_gpt_py_loads_into_the_lectures_own_classes_with_the_same_logits(tmp_path):
+    """The same state_dict keys (strict loading), the same logits: a learner's model is the lecture's model."""
+    import extras
+    cfg = extras.parse_config(['--device=cpu', f'--n_embd={n_embd}', f'--n_head={n_head}', f'--n_layer={n_layer}',
+                               f'--block_size={block_size}', f'--ckpt_path={tmp_path / "ckpt.pt"}'])
+    torch.manual_seed(0)
+    ours = gpt.GPTLanguageModel(vocab_size, n_embd, n_head, n_layer, block_size, dropout)
+    extras.save_checkpoint(cfg.ckpt_path, ours, [chr(32 + i) for i in range(vocab_size)], cfg, 0, 4.0)
+    lecture = LectureGPTLanguageModel()
+    lecture.load_state_dict(torch.load(cfg.ckpt_path, weights_only=True)['model'])  # strict: every key matches
+    idx = torch.randint(vocab_size, (3, block_size))
+    assert torch.equal(lecture.eval()(idx)[0], ours.eval()(idx)[0])

@@ -1,38 +1,63 @@
-"""Sampling: the fast, streaming sampler gives exactly the lecture's characters; several samples in one batch."""
+"""Sampling: the streaming sampler gives exactly the lecture's generate's characters, for any model built
+from gpt.py's classes (an exercise's changed attention too); several samples in one batch."""
 import re
+import sys
 
 import pytest
 import torch
 
+import extras
 import gpt
-from conftest import TINY, interrupt, run_script, start_script
+from conftest import ROOT, TINY, interrupt, run_script, start_script
+
+sys.path.insert(0, str(ROOT / 'exercises'))
+import ex4_literature  # noqa: E402
 
 
-def lecture(model, idx, n, seed, temperature=1.0, top_k=None):
+def lecture(model, idx, n, seed):
     torch.manual_seed(seed)
-    return model.generate(idx, n, temperature, top_k)[:, idx.shape[1]:]
+    return model.eval().generate(idx, n)[:, idx.shape[1]:]
 
 
-def fast(model, idx, n, seed, temperature=1.0, top_k=None):
+def streamed(model, idx, n, seed, temperature=1.0, top_k=None):
     torch.manual_seed(seed)
-    return torch.stack(list(gpt.sample_stream(model, idx, n, temperature, top_k)), dim=1)
+    return torch.stack(list(extras.sample_stream(model, idx, n, temperature, top_k)), dim=1)
 
 
-@pytest.mark.parametrize('n_layer', [0, 1, 3])
-def test_the_fast_sampler_draws_the_lectures_tokens_in_float64(n_layer):
-    """Prompts shorter than block_size (the cache fills, then the context passes block_size), exactly block_size, and
-    longer (cropped at once); several seeds, temperatures, top_k and batch rows: the same tokens, one by one."""
+def models():
+    """gpt.py's model, without blocks and with three, and ex4's rotary + QK-norm variant, whose heads differ."""
     torch.manual_seed(0)
-    model = gpt.GPTLanguageModel(65, 32, 4, n_layer, 16, dropout=0.3).double()  # dropout must be off while sampling
-    for seed in range(4):
+    cfg = extras.parse_config(['--device=cpu', '--n_embd=32', '--n_head=4', '--n_layer=2', '--block_size=16'])
+    yield 'rope+qknorm', ex4_literature.build('rope+qknorm', 65, cfg)
+    for n_layer in (0, 3):
+        yield f'{n_layer} blocks', gpt.GPTLanguageModel(65, 32, 4, n_layer, 16, dropout=0.3)
+
+
+@pytest.mark.parametrize('name, model', list(models()))
+def test_the_streaming_sampler_draws_generates_tokens(name, model):
+    """Prompts shorter than block_size (then the context passes block_size), exactly block_size, and longer
+    (cropped at once); several seeds and batch rows: the same tokens as generate, one by one; dropout off."""
+    model.train()
+    for seed in range(3):
         for prompt_len in (1, 7, 16, 41):
             idx = torch.randint(65, (2, prompt_len))
-            for temperature, top_k in ((1.0, None), (0.8, 5), (1.5, 1)):
-                want = lecture(model, idx, 60, seed, temperature, top_k)
-                got = fast(model, idx, 60, seed, temperature, top_k)
-                assert torch.equal(got, want), (seed, prompt_len, temperature, top_k)
-    assert model.training  # left as it was
-    assert list(gpt.sample_stream(model, idx, 0)) == []
+            want = lecture(model, idx, 40, seed)
+            model.train()
+            assert torch.equal(streamed(model, idx, 40, seed), want), (name, seed, prompt_len)
+            assert model.training  # left as it was
+    assert list(extras.sample_stream(model, idx, 0)) == []
+
+
+def test_top_k_1_is_the_argmax_whatever_the_temperature():
+    torch.manual_seed(0)
+    model = gpt.GPTLanguageModel(65, 32, 4, 1, 16, 0.0).eval()
+    idx = torch.randint(65, (2, 3))
+    for temperature in (0.5, 1.0, 2.0):
+        got = streamed(model, idx, 30, seed=int(temperature * 10), temperature=temperature, top_k=1)
+        want = idx
+        for _ in range(30):
+            want = torch.cat([want, model(want[:, -16:])[0][:, -1].argmax(-1, keepdim=True)], dim=1)
+        assert torch.equal(got, want[:, 3:])
 
 
 @pytest.fixture(scope='module')
@@ -49,7 +74,7 @@ def test_greedy_text_from_the_command_line_is_the_lectures_argmax_loop(trained):
                         cwd=trained)
     assert result.returncode == 0, result.stderr
     text = result.stdout.split('):\n', 1)[1][:-1]  # the prompt, 1000 characters, then the newline print adds
-    model, ckpt = gpt.load_checkpoint(str(trained / 'ckpt.pt'), 'cpu', flash=False)
+    model, ckpt = extras.load_checkpoint(str(trained / 'ckpt.pt'), 'cpu')
     encode, decode = gpt.tokenizer(ckpt['chars'])
     idx = torch.tensor([encode('ROMEO:')])
     with torch.no_grad():
@@ -69,7 +94,7 @@ def test_num_samples_prints_independent_samples_one_after_another(trained):
     assert all(s.startswith('KING:') and len(s) == len('KING:') + 30 for s in samples), samples
     assert len(set(samples)) == 3  # independent draws
     torch.manual_seed(gpt.seed)  # as gpt.py does before it builds the model (its init draws from the generator)
-    model, ckpt = gpt.load_checkpoint(str(trained / 'ckpt.pt'), 'cpu', flash=False)
+    model, ckpt = extras.load_checkpoint(str(trained / 'ckpt.pt'), 'cpu')
     encode, decode = gpt.tokenizer(ckpt['chars'])
     want = model.generate(torch.tensor([encode('KING:')] * 3), 30)[:, 5:]  # the same batch through the lecture's loop
     assert samples == ['KING:' + decode(row) for row in want.tolist()]

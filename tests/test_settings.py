@@ -13,11 +13,12 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+import extras
 import gpt
 from conftest import DATA, ROOT, TINY, assert_user_error, run_script
 
 pytestmark = pytest.mark.usefixtures('data_path')  # DATA below: tiny Shakespeare, found or downloaded
-_, DEFAULTS, _ = gpt.parse_settings(gpt.__file__, vars(gpt), [])
+_, DEFAULTS, _ = extras.parse_settings(gpt.__file__, vars(gpt), [])
 NAMES = sorted(DEFAULTS)
 
 # values a learner might type, and values nobody should: zero, negative, huge, NaN, infinite, wrong types
@@ -28,11 +29,11 @@ VALUES = st.one_of(ODD, st.integers(-10**20, 10**20).map(str),
 
 
 def parse(args):
-    """gpt.parse_config(args) in-process: (the settings or None, the exit code, what it printed to stderr)."""
+    """extras.parse_config(args) in-process: (the settings or None, the exit code, what it printed to stderr)."""
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         try:
-            return gpt.parse_config(args), 0, err.getvalue()
+            return extras.parse_config(args), 0, err.getvalue()
         except SystemExit as e:
             return None, e.code, err.getvalue()
 
@@ -89,7 +90,7 @@ def test_n_layer_0_and_long_warmup_and_sparse_evaluation_still_train(tmp_path):
     result = run_script('gpt.py', *args, '--n_layer=0', '--warmup_iters=1000', '--eval_interval=1000',
                         f'--input_file={DATA}', cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert re.findall(r'^step (\d+):', result.stdout, re.M) == ['0', '19']  # the first step and the last
+    assert re.findall(r"^step (\d+):", result.stdout, re.M) == ["0", "20"]  # the first step, and after the last
 
 
 @pytest.mark.parametrize('args, words', [
@@ -159,24 +160,24 @@ def test_a_crashed_run_resumed_ends_with_the_same_losses_as_one_never_stopped(tm
 
 
 def test_resume_errors(tmp_path):
-    cfg = gpt.parse_config(['--device=cpu', '--n_embd=32', '--n_head=2', f'--ckpt_path={tmp_path / "ckpt.pt"}'])
+    cfg = extras.parse_config(['--device=cpu', '--n_embd=32', '--n_head=2', f'--ckpt_path={tmp_path / "ckpt.pt"}'])
     model = gpt.GPTLanguageModel(65, 32, 2, cfg.n_layer, cfg.block_size)
     optimizer = torch.optim.AdamW(model.parameters())
     chars = [chr(32 + i) for i in range(65)]
-    with pytest.raises(gpt.UserError, match='nothing to resume'):
-        gpt.load_resume(cfg, model, optimizer, chars)
-    gpt.save_checkpoint(tmp_path / 'ckpt.resume.pt', model, chars, cfg, 10, 3.0, optimizer=optimizer.state_dict(),
+    with pytest.raises(extras.UserError, match='nothing to resume'):
+        extras.load_resume(cfg, model, optimizer, chars)
+    extras.save_checkpoint(tmp_path / 'ckpt.resume.pt', model, chars, cfg, 10, 3.0, optimizer=optimizer.state_dict(),
                         rng=torch.get_rng_state(), cuda_rng=None)
-    assert gpt.load_resume(cfg, model, optimizer, chars) == (10, 3.0, [])
-    other = gpt.parse_config(['--device=cpu', '--n_embd=64', '--n_head=2', '--learning_rate=1e-3',
+    assert extras.load_resume(cfg, model, optimizer, chars) == (10, 3.0, [])
+    other = extras.parse_config(['--device=cpu', '--n_embd=64', '--n_head=2', '--learning_rate=1e-3',
                               f'--ckpt_path={tmp_path / "ckpt.pt"}'])
-    with pytest.raises(gpt.UserError, match='other settings') as e:
-        gpt.load_resume(other, model, optimizer, chars)
+    with pytest.raises(extras.UserError, match='other settings') as e:
+        extras.load_resume(other, model, optimizer, chars)
     assert '--n_embd=32' in str(e.value) and '--learning_rate=0.003' in str(e.value)  # the stopped run's values
-    with pytest.raises(gpt.UserError, match='other characters'):
-        gpt.load_resume(cfg, model, optimizer, chars[:-1] + ['~'])
+    with pytest.raises(extras.UserError, match='other characters'):
+        extras.load_resume(cfg, model, optimizer, chars[:-1] + ['~'])
     (tmp_path / 'ckpt.resume.pt').write_bytes(b'garbage')
-    with pytest.raises(gpt.UserError, match='ckpt.resume.pt is not a state .* start a new run'):
-        gpt.load_resume(cfg, model, optimizer, chars)
+    with pytest.raises(extras.UserError, match='ckpt.resume.pt is not a state .* start a new run'):
+        extras.load_resume(cfg, model, optimizer, chars)
     (tmp_path / 'fresh').mkdir()
     assert_user_error(run_script('gpt.py', *RESUMABLE, '--resume', cwd=tmp_path / 'fresh'), 1, 'nothing to resume')
