@@ -22,6 +22,7 @@ on problems it never saw? The setup, as the exercise suggests:
 
 `python exercises/ex2_addition.py` trains and scores; `--eval` scores the saved checkpoint again on
 problems drawn with another `--seed`. Results: exercises/README.md."""
+import math
 import pathlib
 import sys
 import time
@@ -186,6 +187,15 @@ def train(cfg):
     return model, seconds
 
 
+def cosine(it, cfg):
+    """The exercise's schedule (gpt.py's before it took warmup-stable-decay; the results were measured with it):
+    linear warmup for warmup_iters steps, then with lr_decay a cosine decay to a tenth by max_iters."""
+    if it < cfg.warmup_iters:
+        return cfg.learning_rate * (it + 1) / cfg.warmup_iters
+    progress = (it - cfg.warmup_iters) / max(1, cfg.max_iters - cfg.warmup_iters) if cfg.lr_decay else 0
+    return cfg.learning_rate * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
+
+
 def fit(model, cfg, batch, look):
     """cfg.max_iters AdamW steps on batch(), a list of (inputs, targets) parts whose losses are averaged over all
     their targets, on gpt.py's schedule, printing look() (held-out exact match) every eval_interval steps: (training
@@ -199,7 +209,7 @@ def fit(model, cfg, batch, look):
         if it == cfg.max_iters:
             break
         for group in optimizer.param_groups:
-            group['lr'] = extras.get_lr(it, cfg)
+            group['lr'] = cosine(it, cfg)
         with extras.autocast(cfg.device, cfg.dtype):
             losses = [(model(x, y)[1], (y != -1).sum()) for x, y in batch()]
         loss = sum(part * n for part, n in losses) / sum(n for _, n in losses)

@@ -29,7 +29,7 @@ on problems it never saw? The setup:
   the padding after `.`); only the answer is scored: exact match, and accuracy per answer digit;
 - each training batch goes through the model in two parts, division's long rows and the other rows cut to the
   longest of theirs, so a step does not pay for their padding;
-- answers are decoded greedily with `extras.sample_stream` (`generate`'s tokens, with a cache).
+- answers are decoded greedily with `extras.sample_stream` (`generate`'s loop, the likeliest token).
 
 `python exercises/ex2_calculator.py` trains and scores every operation on held-out problems; `--eval` scores the
 saved checkpoint again; `--ask=123*456` shows the model's work and answer. Results: exercises/README.md."""

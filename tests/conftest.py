@@ -1,6 +1,8 @@
 """Shared test helpers: tiny Shakespeare found (or downloaded once), subprocess runs, the one-line error check."""
 import atexit
+import contextlib
 import hashlib
+import io
 import http.server
 import os
 import pathlib
@@ -119,6 +121,18 @@ def start_script(script, *args, cwd):
 
 def interrupt(proc):
     proc.send_signal(signal.CTRL_BREAK_EVENT if os.name == 'nt' else signal.SIGINT)
+
+
+def call(main, *args):
+    """main(args) in this process, as extras.run runs a script (one-line errors, exit codes): a CompletedProcess
+    with its exit code, stdout and stderr, like run_script's, without a new Python and torch to start."""
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            extras.run(lambda: main(list(map(str, args))))
+        except SystemExit as e:
+            code = e.code
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def assert_user_error(result, code, *words):

@@ -5,6 +5,7 @@ import re
 import pytest
 import torch
 
+import bench
 from conftest import ROOT, assert_user_error, run_script
 
 TINY = ['--device=cpu', '--n_layer=1', '--n_embd=32', '--n_head=2', '--block_size=16', '--batch_size=4',
@@ -57,5 +58,13 @@ def test_a_figure_that_cannot_be_measured_says_so(data_path, tmp_path):
     (['--n_head=5', '--n_embd=32'], ['n_embd (32)', 'n_head (5)']),
     (['--no_such=1'], ['--no_such']),
 ])
-def test_bad_settings_get_one_line(args, words, tmp_path):
-    assert_user_error(run_script('bench.py', '--device=cpu', *args, cwd=tmp_path), 2, *words)
+def test_bad_settings_get_one_line(args, words, capsys):
+    with pytest.raises(SystemExit) as e:
+        bench.main(['--device=cpu', *args])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and ': error: ' in err, err
+    assert all(word in err for word in words), err
+
+
+def test_bench_from_the_command_line_refuses_in_one_line(tmp_path):
+    assert_user_error(run_script('bench.py', '--device=cpu', '--sets=fast', cwd=tmp_path), 2, '--sets')

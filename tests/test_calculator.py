@@ -8,7 +8,7 @@ import torch
 
 import extras
 import gpt
-from conftest import ROOT, assert_user_error, run_script
+from conftest import ROOT, assert_user_error, call
 
 sys.path.insert(0, str(ROOT / 'exercises'))
 import ex2_addition as ex2  # noqa: E402
@@ -180,6 +180,6 @@ def test_calculator_settings_errors(args, words, capsys):
     assert all(w in err for w in words), err
 
 
-def test_calculator_without_a_checkpoint_says_so_in_one_line(tmp_path):
-    assert_user_error(run_script('exercises/ex2_calculator.py', '--eval', cwd=tmp_path), 1, 'no checkpoint',
-                      'calculator.pt')
+def test_calculator_without_a_checkpoint_says_so_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert_user_error(call(calc.main, '--eval'), 1, 'no checkpoint', 'calculator.pt')

@@ -1,5 +1,5 @@
 """gpt.py end to end, as a learner runs it: subprocesses in a temporary folder."""
-import os
+import importlib.util
 import re
 import subprocess
 import sys
@@ -9,7 +9,7 @@ import torch
 
 import extras
 import gpt
-from conftest import ROOT, TINY, assert_user_error, interrupt, run_script, start_script
+from conftest import ROOT, TINY, assert_user_error, call, interrupt, run_script, start_script
 
 
 @pytest.fixture(scope='module')
@@ -98,9 +98,17 @@ def test_settings_sets_and_overrides():
     (['--temperature=nan'], ['--temperature', 'nan']),
     (['--top_k=0'], ['--top_k', '1 or more']),
 ])
-def test_bad_settings_exit_2(args, words, tmp_path):
-    result = run_script('gpt.py', *args, cwd=tmp_path)
-    assert_user_error(result, 2, *words)
+def test_bad_settings_exit_2(args, words, capsys):
+    with pytest.raises(SystemExit) as e:
+        extras.parse_config(args)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and err.startswith('gpt.py: error: '), err
+    assert all(word in err for word in words), err
+
+
+def test_a_bad_setting_from_the_command_line_is_one_line_and_exit_2(tmp_path):
+    assert_user_error(run_script('gpt.py', '--n_embd=100', '--n_head=6', cwd=tmp_path), 2, 'n_embd (100)')
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_an_unavailable_device_is_refused(tmp_path):
@@ -114,9 +122,10 @@ def test_an_unavailable_device_is_refused(tmp_path):
     (b'To be, or not to be: that is the question.\n' * 3, ['too few', 'block_size 16']),
     ('Ünïcödé text '.encode('latin-1') * 100, ['not UTF-8']),
 ])
-def test_bad_input_files_fail_clearly(content, words, tmp_path):
+def test_bad_input_files_fail_clearly(content, words, tmp_path, monkeypatch):
     (tmp_path / 'my.txt').write_bytes(content)
-    result = run_script('gpt.py', *TINY, '--input_file=my.txt', cwd=tmp_path)
+    monkeypatch.chdir(tmp_path)
+    result = call(gpt.main, *TINY, '--input_file=my.txt')
     assert_user_error(result, 1, 'my.txt', *words)
     assert [p.name for p in tmp_path.iterdir()] == ['my.txt']  # refused before anything was written: no cache
 
@@ -135,16 +144,17 @@ def test_training_on_your_own_text_and_a_missing_file(tmp_path):
     assert result.returncode == 0, result.stderr
     assert f'parameters; {len(set(mine))} characters in the vocabulary' in result.stdout
     assert (tmp_path / 'more.txt').read_text(encoding='utf-8').startswith('Ü')
-    assert_user_error(run_script('gpt.py', *TINY, '--input_file=nope.txt', cwd=tmp_path), 1, 'no such file', 'nope.txt')
+    assert_user_error(call(gpt.main, *TINY, f'--input_file={tmp_path / "nope.txt"}'), 1, 'no such file', 'nope.txt')
 
 
-def test_sample_errors(trained, tmp_path):
+def test_sample_errors(trained, tmp_path, monkeypatch):
     cwd, _ = trained
-    assert_user_error(run_script('gpt.py', '--sample', '--device=cpu', cwd=tmp_path), 1, 'no checkpoint', 'ckpt.pt')
+    monkeypatch.chdir(tmp_path)
+    assert_user_error(call(gpt.main, '--sample', '--device=cpu'), 1, 'no checkpoint', 'ckpt.pt')
     (tmp_path / 'ckpt.pt').write_bytes(b'not a checkpoint')
-    assert_user_error(run_script('gpt.py', '--sample', '--device=cpu', cwd=tmp_path), 1, 'ckpt.pt', 'train a new one')
-    result = run_script('gpt.py', '--sample', '--prompt=ROMEO: ☃ ~', '--device=cpu', cwd=cwd)
-    assert_user_error(result, 1, 'never saw', '☃', '~')
+    assert_user_error(call(gpt.main, '--sample', '--device=cpu'), 1, 'ckpt.pt', 'train a new one')
+    monkeypatch.chdir(cwd)
+    assert_user_error(call(gpt.main, '--sample', '--prompt=ROMEO: ☃ ~', '--device=cpu'), 1, 'never saw', '☃', '~')
 
 
 def test_a_diverging_run_stops_with_a_clear_message(data_path, tmp_path):
@@ -176,32 +186,42 @@ def test_importing_gpt_has_no_side_effects(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_an_edit_at_the_top_of_gpt_py_is_what_runs(data_path, tmp_path):
+def load_script(path, name):
+    """The script at path imported as a module of its own (a learner's edited copy of gpt.py)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_an_edit_at_the_top_of_gpt_py_is_what_runs(data_path, tmp_path, monkeypatch, capsys):
     """As the video does: change n_layer at the top, delete a setting's comment, change Head's attention."""
     source = (ROOT / 'gpt.py').read_text(encoding='utf-8')
     assert '\nn_layer = 6 ' in source and '\ndropout = 0.2 ' in source
     edited = re.sub(r'\nn_layer = 6 .*', '\nn_layer = 3', source)  # no comment left on the line
     edited = re.sub(r'\ndropout = 0.2 .*', '\ndropout = 0.1  # mine', edited)
     (tmp_path / 'gpt.py').write_text(edited, encoding='utf-8')
-    (tmp_path / 'extras.py').write_text((ROOT / 'extras.py').read_text(encoding='utf-8'), encoding='utf-8')
-    args = ['--device=cpu', '--n_embd=32', '--n_head=2', '--block_size=16', '--batch_size=8', '--max_iters=2',
-            '--eval_interval=1', '--eval_iters=1', '--max_new_tokens=5', f'--input_file={data_path}']
-    result = subprocess.run([sys.executable, 'gpt.py', *args], cwd=tmp_path, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+    mine = load_script(tmp_path / 'gpt.py', 'edited_gpt')
+    monkeypatch.chdir(tmp_path)
+    mine.main(['--device=cpu', '--n_embd=32', '--n_head=2', '--block_size=16', '--batch_size=8', '--max_iters=2',
+               '--eval_interval=1', '--eval_iters=1', '--max_new_tokens=5', f'--input_file={data_path}'])
+    out = capsys.readouterr().out
     total = sum(p.numel() for p in gpt.GPTLanguageModel(65, 32, 2, 3, 16).parameters())
-    assert f'{total:,} parameters' in result.stdout  # three blocks: the edit ran
-    assert 'changed at the top of gpt.py: n_layer=3, dropout=0.1' in result.stdout
+    assert f'{total:,} parameters' in out  # three blocks: the edit ran
+    assert 'changed at the top of gpt.py: n_layer=3, dropout=0.1' in out
     ckpt = torch.load(tmp_path / 'ckpt.pt', weights_only=True)
     assert ckpt['config']['n_layer'] == 3 and ckpt['config']['dropout'] == 0.1
-    help = subprocess.run([sys.executable, 'gpt.py', '--help'], cwd=tmp_path, capture_output=True, text=True)
-    assert '--n_layer int' in help.stdout  # a setting without a comment is still a setting
+    with pytest.raises(SystemExit):
+        mine.main(['--help'])
+    assert '--n_layer int' in capsys.readouterr().out  # a setting without a comment is still a setting
     # the attention's scale, changed inside Head.forward: the logits change
     scaled = edited.replace("wei = q @ k.transpose(-2, -1) * k.shape[-1]**-0.5",
                             "wei = q @ k.transpose(-2, -1) * k.shape[-1]**-0.5 * 4")
     assert scaled != edited
     (tmp_path / 'gpt.py').write_text(scaled, encoding='utf-8')
-    probe = ("import torch, gpt; torch.manual_seed(0); m = gpt.GPTLanguageModel(65, 32, 2, 2, 16, 0.0).eval(); "
-             "torch.manual_seed(1); print(m(torch.randint(65, (1, 16)))[0].sum().item())")
-    logits = [subprocess.run([sys.executable, '-c', probe], cwd=folder, capture_output=True, text=True,
-                             env={**os.environ, 'PYTHONPATH': str(folder)}).stdout for folder in (tmp_path, ROOT)]
-    assert logits[0] and logits[1] and logits[0] != logits[1]
+    logits = []
+    for module in (gpt, load_script(tmp_path / 'gpt.py', 'scaled_gpt')):
+        torch.manual_seed(0)
+        model = module.GPTLanguageModel(65, 32, 2, 2, 16, 0.0).eval()
+        logits.append(model(torch.arange(16)[None])[0])
+    assert not torch.allclose(*logits)

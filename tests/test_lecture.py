@@ -172,10 +172,11 @@ def test_generate_crops_the_context_and_builds_no_graph():
 def test_learning_rate_schedule():
     from argparse import Namespace
     cfg = Namespace(learning_rate=1e-3, warmup_iters=10, max_iters=110, lr_decay=True)
-    assert extras.get_lr(0, cfg) == pytest.approx(1e-4)
+    assert extras.get_lr(0, cfg) == pytest.approx(1e-4)  # warmup
     assert extras.get_lr(9, cfg) == pytest.approx(1e-3)
-    assert extras.get_lr(60, cfg) == pytest.approx(0.55e-3)
-    assert extras.get_lr(110, cfg) == pytest.approx(1e-4)
+    assert extras.get_lr(66, cfg) == pytest.approx(1e-3)  # stable until the last 40% (44 steps) are left
+    assert extras.get_lr(88, cfg) == pytest.approx(0.5e-3)  # then a linear decay
+    assert extras.get_lr(110, cfg) == pytest.approx(0.0)
     assert extras.get_lr(60, Namespace(learning_rate=3e-4, warmup_iters=0, max_iters=110, lr_decay=False)) == 3e-4
 
 

@@ -7,6 +7,7 @@ import shutil
 import nbformat
 from nbclient import NotebookClient
 
+import extras
 from conftest import ROOT
 
 # appended to the copy: the notebook's own variables, as the last cell's output
@@ -35,7 +36,7 @@ def test_the_notebook_runs_top_to_bottom_and_computes_the_videos_values(data_pat
     assert 2.4 < v['bigram_val'] < 2.6  # the video: about 2.5
     assert v['v12'] and v['v23'] and v['v4_head'] and v['layernorm']
     assert 0.8 < v['var_scaled'] < 1.25 and 0.8 * v['head_size'] < v['var_unscaled'] < 1.25 * v['head_size']
-    assert v['maps'] == 2 * 4 and v['history'] == 6  # every head of the small model; its 6 evaluations
+    assert v['maps'] == 2 * extras.CPU['n_head'] and v['history'] == 6  # every head of the small model; 6 evaluations
     pictures = sum('image/png' in o.get('data', {}) for c in nb.cells if c.cell_type == 'code' for o in c.outputs)
     assert pictures == 5
     assert sorted(os.listdir(tmp_path)) == ['input.txt', 'input.txt.cache', 'notebook.pt']

@@ -44,8 +44,8 @@ def test_the_tests_find_tiny_shakespeare_in_order_and_download_it_once(server, t
 
 def test_a_whole_run_without_any_platform_feature(data_path, tmp_path, monkeypatch, capsys):
     """No resource module (Windows), no madvise (Windows), a cache that cannot be replaced while mapped (Windows),
-    torch.compile failing (no compiler or Triton), no fused AdamW (MPS, older PyTorch), no native bfloat16."""
-    real_import, real_replace, real_adamw = builtins.__import__, os.replace, torch.optim.AdamW
+    torch.compile failing (no compiler or Triton), no native bfloat16."""
+    real_import, real_replace = builtins.__import__, os.replace
     def no_resource(name, *args, **kw):
         if name == 'resource':
             raise ImportError("No module named 'resource'")
@@ -54,16 +54,11 @@ def test_a_whole_run_without_any_platform_feature(data_path, tmp_path, monkeypat
         if str(dst).endswith('.cache'):
             raise PermissionError(13, 'The process cannot access the file because it is being used')
         return real_replace(src, dst)
-    def adamw(params, fused=None, **kw):
-        if fused:
-            raise RuntimeError('`fused=True` requires all the params to be floating point Tensors of supported devices')
-        return real_adamw(params, **kw)
     def broken_compile(model, **kw):
         raise RuntimeError('Compiler: cl is not found')
     monkeypatch.setattr(builtins, '__import__', no_resource)
     monkeypatch.delattr(mmap, 'MADV_RANDOM', raising=False)
     monkeypatch.setattr(os, 'replace', replace)
-    monkeypatch.setattr(torch.optim, 'AdamW', adamw)
     monkeypatch.setattr(torch, 'compile', broken_compile)
     monkeypatch.setattr(torch.cpu, '_is_avx512_bf16_supported', lambda: False)
     (tmp_path / 'text.txt').write_bytes(data_path.read_bytes())  # a fresh copy: its cache must be built here

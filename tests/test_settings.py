@@ -59,7 +59,7 @@ def test_every_setting_takes_any_value_or_refuses_it_with_one_line(name, value):
 SMALL = st.sampled_from(['-1', '0', '1', '2', '3', '0.5', '0.999', 'nan', 'inf', '-inf', '1e9', 'abc', ''])
 
 
-@settings(max_examples=6, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=4, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(name=st.sampled_from(['batch_size', 'block_size', 'max_iters', 'eval_interval', 'eval_iters', 'n_layer',
                              'n_head', 'dropout', 'learning_rate', 'warmup_iters', 'max_new_tokens', 'top_k']),
        value=SMALL)
@@ -128,7 +128,7 @@ def test_out_of_memory_is_one_line():
 
 # ----------------------------------------------------------------------------- resume
 RESUMABLE = [a for a in TINY if not a.startswith(('--max_iters', '--eval_interval'))] + \
-    ['--max_iters=200', '--eval_interval=10', '--dropout=0.1', f'--input_file={DATA}']  # dropout: the RNG matters
+    ['--max_iters=120', '--eval_interval=10', '--dropout=0.1', f'--input_file={DATA}']  # dropout: the RNG matters
 
 
 def steps(out):
@@ -151,7 +151,7 @@ def test_a_crashed_run_resumed_ends_with_the_same_losses_as_one_never_stopped(tm
     resumed = run_script('gpt.py', *RESUMABLE, '--resume', cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     first = int(re.search(r'resuming \S+ at step (\d+)', resumed.stdout).group(1))
-    assert 20 <= first <= 190
+    assert 20 <= first <= 110
     tail = [s for s in steps(whole.stdout) if int(s[0]) >= first]
     assert steps(resumed.stdout) == tail  # the same losses, step for step, to the end
     assert torch.load(tmp_path / 'ckpt.pt', weights_only=True)['val_loss'] == \
