@@ -85,7 +85,8 @@ class Variant:
             for block in self.model.blocks:
                 block.sa = BatchedSelfAttention(cfg.n_embd, cfg.n_head, cfg.block_size, cfg.dropout,
                                                 flash).to(cfg.device).load_from(block.sa)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.learning_rate)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.learning_rate,
+                                           fused=cfg.device in ('cuda', 'cpu'))  # as gpt.py's
         self.scaler = torch.amp.GradScaler(cfg.device, enabled=extras.amp_dtype(cfg.device, dtype) == 'float16')
         self.fast, self.compile_s, self.failed, self.warm = self.model, None, None, False
         if compile:

@@ -200,7 +200,7 @@ def fit(model, cfg, batch, look):
     """cfg.max_iters AdamW steps on batch(), a list of (inputs, targets) parts whose losses are averaged over all
     their targets, on gpt.py's schedule, printing look() (held-out exact match) every eval_interval steps: (training
     seconds, last loss). The calculator trains with it too, its long rows a part of their own."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, fused=cfg.device in ('cuda', 'cpu'))
     start = time.time()
     for it in range(cfg.max_iters + 1):
         if it % cfg.eval_interval == 0 or it == cfg.max_iters:  # a quick look at held-out problems

@@ -194,7 +194,8 @@ def check_variant(variant):
 def step_times(names, vocab_size, cfg, splits, muon_lr, rounds=6, steps=30):
     """Seconds per training step of each variant, timed in turn (interleaved rounds, each in another order; median)."""
     models = {v: build(v, vocab_size, cfg).to(cfg.device) for v in names}
-    optims = {v: optimizer_for(v, m, cfg, muon_lr) or torch.optim.AdamW(m.parameters(), lr=cfg.learning_rate)
+    optims = {v: optimizer_for(v, m, cfg, muon_lr)
+              or torch.optim.AdamW(m.parameters(), lr=cfg.learning_rate, fused=cfg.device in ('cuda', 'cpu'))
               for v, m in models.items()}
     times = {v: [] for v in names}
     for r in range(rounds + 1):

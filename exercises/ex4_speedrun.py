@@ -155,7 +155,7 @@ def run(changes, seed, seconds, c, chars, splits):
         optimizer = literature.Muon(model, lr, literature.muon_lr * (2 if {'lr2x', 'muon2x'} & set(changes) else 1),
                                     ns_steps=3 if 'ns3' in changes else 5)
     else:
-        optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, fused=c.device in ('cuda', 'cpu'))
     peaks = [g['lr'] for g in optimizer.param_groups]
     warmup = cfg.warmup_iters / cfg.max_iters  # gpt.py's 50 of 8000 steps, as a fraction of the budget
     clock, steps, history, spread, soon = 0.0, 0, [], 0, 0.0

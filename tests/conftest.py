@@ -71,6 +71,15 @@ def data_path(request):
 
 
 @pytest.fixture(scope='session')
+def tiny_run(tmp_path_factory, data_path):
+    """One tiny training run of gpt.py, shared by the tests that read what it wrote: (its folder, the result)."""
+    cwd = tmp_path_factory.mktemp('run')
+    result = run_script('gpt.py', *TINY, f'--input_file={data_path}', cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    return cwd, result
+
+
+@pytest.fixture(scope='session')
 def text(data_path):
     return data_path.read_text(encoding='utf-8')
 

@@ -12,13 +12,10 @@ import gpt
 from conftest import ROOT, TINY, assert_user_error, call, interrupt, run_script, start_script
 
 
-@pytest.fixture(scope='module')
-def trained(tmp_path_factory, data_path):
-    """One tiny training run, shared by the tests that read what it wrote."""
-    cwd = tmp_path_factory.mktemp('run')
-    result = run_script('gpt.py', *TINY, f'--input_file={data_path}', cwd=cwd)
-    assert result.returncode == 0, result.stderr
-    return cwd, result
+@pytest.fixture
+def trained(tiny_run):
+    """The tiny training run the tests share (conftest.py): its folder and result."""
+    return tiny_run
 
 
 def test_a_run_prints_losses_and_a_sample_and_writes_more_txt_and_ckpt(trained):

@@ -60,12 +60,10 @@ def test_top_k_1_is_the_argmax_whatever_the_temperature():
         assert torch.equal(got, want[:, 3:])
 
 
-@pytest.fixture(scope='module')
-def trained(tmp_path_factory, data_path):
-    cwd = tmp_path_factory.mktemp('sampling')
-    result = run_script('gpt.py', *TINY, '--max_iters=60', '--eval_interval=30', f'--input_file={data_path}', cwd=cwd)
-    assert result.returncode == 0, result.stderr
-    return cwd
+@pytest.fixture
+def trained(tiny_run):
+    """The folder of the tiny training run the tests share (conftest.py)."""
+    return tiny_run[0]
 
 
 def test_greedy_text_from_the_command_line_is_the_lectures_argmax_loop(trained):

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import extras
 import gpt
-from conftest import DATA, ROOT, TINY, assert_user_error, run_script
+from conftest import DATA, ROOT, TINY, assert_user_error, call, run_script
 
 pytestmark = pytest.mark.usefixtures('data_path')  # DATA below: tiny Shakespeare, found or downloaded
 _, DEFAULTS, _ = extras.parse_settings(gpt.__file__, vars(gpt), [])
@@ -78,17 +78,18 @@ def test_real_runs_succeed_or_fail_with_one_line_and_leave_no_partial_file(name,
 
 
 # ----------------------------------------------------------------------------- documented edge values
-def test_max_iters_0_evaluates_and_samples_the_untrained_model(tmp_path):
-    result = run_script('gpt.py', *TINY, '--max_iters=0', f'--input_file={DATA}', cwd=tmp_path)
+def test_max_iters_0_evaluates_and_samples_the_untrained_model(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = call(gpt.main, *TINY, '--max_iters=0', f'--input_file={DATA}')
     assert result.returncode == 0, result.stderr
     assert re.findall(r'^step (\d+):', result.stdout, re.M) == ['0']
     assert torch.load(tmp_path / 'ckpt.pt', weights_only=True)['val_loss'] > 4.0  # about ln 65: untrained
 
 
-def test_n_layer_0_and_long_warmup_and_sparse_evaluation_still_train(tmp_path):
+def test_n_layer_0_and_long_warmup_and_sparse_evaluation_still_train(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     args = [a for a in TINY if not a.startswith(('--n_layer', '--eval_interval'))]
-    result = run_script('gpt.py', *args, '--n_layer=0', '--warmup_iters=1000', '--eval_interval=1000',
-                        f'--input_file={DATA}', cwd=tmp_path)
+    result = call(gpt.main, *args, '--n_layer=0', '--warmup_iters=1000', '--eval_interval=1000', f'--input_file={DATA}')
     assert result.returncode == 0, result.stderr
     assert re.findall(r"^step (\d+):", result.stdout, re.M) == ["0", "20"]  # the first step, and after the last
 
