@@ -17,8 +17,9 @@ on problems it never saw? The setup, as the exercise suggests:
   Learned positions alone must discover, place by place, which 2 of 20 digits to add and which 2 give the carry;
   with coupling, those digits carry the answer position's own marks. The model is still `gpt.py`'s
   GPTLanguageModel, with `PlaceMarks` as its position table.
-- --short=0.5 (with --coupling, for 10 digits) cuts half of the training operands to their last 1 to `digits` digits:
-  a place where one digit is 0 teaches its answer position where to look (`cut`); held-out problems stay whole.
+- --short=0.5 (the default) cuts half of the training operands to their last 1 to `digits` digits: a place where
+  one digit is 0 teaches its answer position where to look (`cut`); held-out problems stay whole. Without it a
+  start can sit at chance on the tens digit for the whole run, in bfloat16 or float32 (exercises/README.md).
 
 `python exercises/ex2_addition.py` trains and scores; `--eval` scores the saved checkpoint again on
 problems drawn with another `--seed`. Results: exercises/README.md."""
@@ -52,7 +53,7 @@ device = 'auto'        # 'cuda', 'mps' or 'cpu'; 'auto' takes the first one avai
 ckpt_path = 'addition.pt'  # where the trained model is saved
 eval = False           # only score the model at ckpt_path on eval_problems held-out problems
 coupling = False       # position coupling: positions marked by the digit place they read or predict, and their carry's
-short = 0.0            # share of training operands cut to a random count of digits (held-out ones stay whole)
+short = 0.5            # share of training operands cut to a random count of digits (held-out ones stay whole)
 dtype = 'auto'         # training precision, as gpt.py's --dtype: 'bfloat16', 'float32'; auto: bfloat16 where native
 
 # the vocabulary: digit d is token d (not a setting: its name is upper case)
