@@ -12,7 +12,7 @@ the same weights, are timed forward plus backward, in turns:
 - `batched`: this file's class.
 
 `python exercises/ex1_batched_heads.py` times the CPU settings' shapes and the lecture's; results in
-exercises/README.md. A test loads a `MultiHeadAttention`'s weights into `BatchedSelfAttention` and
+docs/exercises.md. A test loads a `MultiHeadAttention`'s weights into `BatchedSelfAttention` and
 checks that outputs and gradients agree. bench.py times it as a lever of a whole training step."""
 import pathlib
 import statistics

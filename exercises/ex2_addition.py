@@ -10,7 +10,7 @@ on problems it never saw? The setup, as the exercise suggests:
 - the loss counts the answer's digits only: the prompt's targets are -1, which `gpt.py`'s loss
   ignores (`ignore_index=-1`), since a and b are random and cannot be predicted;
 - answers are decoded greedily (`extras.sample_stream(..., top_k=1)`: generate's loop, the likeliest token);
-- --coupling=True (for longer numbers; exercises/README.md) replaces the learned positions by position coupling
+- --coupling=True (for longer numbers; docs/exercises.md) replaces the learned positions by position coupling
   (Cho et al., 2024): each position gets a learned vector for the digit place it reads or predicts, shared by a's,
   b's and c's digits of that place (units 1, tens 2, ...; `=` predicts the units, each answer digit the next
   place), and a second one for the place a digit's carry goes to, shared with the answer digit of that place.
@@ -19,10 +19,10 @@ on problems it never saw? The setup, as the exercise suggests:
   GPTLanguageModel, with `PlaceMarks` as its position table.
 - --short=0.5 (the default) cuts half of the training operands to their last 1 to `digits` digits: a place where
   one digit is 0 teaches its answer position where to look (`cut`); held-out problems stay whole. Without it a
-  start can sit at chance on the tens digit for the whole run, in bfloat16 or float32 (exercises/README.md).
+  start can sit at chance on the tens digit for the whole run, in bfloat16 or float32 (docs/exercises.md).
 
 `python exercises/ex2_addition.py` trains and scores; `--eval` scores the saved checkpoint again on
-problems drawn with another `--seed`. Results: exercises/README.md."""
+problems drawn with another `--seed`. Results: docs/exercises.md."""
 import math
 import pathlib
 import sys

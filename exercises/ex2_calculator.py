@@ -32,7 +32,7 @@ on problems it never saw? The setup:
 - answers are decoded greedily with `extras.sample_stream` (`generate`'s loop, the likeliest token).
 
 `python exercises/ex2_calculator.py` trains and scores every operation on held-out problems; `--eval` scores the
-saved checkpoint again; `--ask=123*456` shows the model's work and answer. Results: exercises/README.md."""
+saved checkpoint again; `--ask=123*456` shows the model's work and answer. Results: docs/exercises.md."""
 import pathlib
 import re
 import sys

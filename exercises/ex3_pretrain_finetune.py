@@ -26,7 +26,7 @@ tiny Shakespeare (train or val) is removed, and the overlap is printed before an
 Any large UTF-8 text of your own works too: --corpus=your.txt (it needs tiny Shakespeare's 65 characters).
 
 `python exercises/ex3_pretrain_finetune.py --prepare` builds corpus.txt, then runs the comparison.
-Results: exercises/README.md."""
+Results: docs/exercises.md."""
 import gzip
 import pathlib
 import random

@@ -20,7 +20,7 @@ range over the seeds), seconds, and seconds to the first val loss at or below 1.
 eval_interval steps; the time includes the evaluations, as gpt.py prints it).
 
 `python exercises/ex4_literature.py` runs every change alone; `--variants=baseline,rope+tie --budget_iters=8000`
-compares a combination with `python gpt.py`'s CPU run. Results: exercises/README.md."""
+compares a combination with `python gpt.py`'s CPU run. Results: docs/exercises.md."""
 import contextlib
 import io
 import pathlib

@@ -38,7 +38,7 @@ evaluation says whether the target is reached in half the default's time.
 Untied embeddings, also on modded-nanogpt's list, are gpt.py's own: its lm_head has weights of its own (tying them
 costs val loss: ex4_literature.py's tie row).
 
-`python exercises/ex4_speedrun.py` runs the table; the results are in exercises/README.md."""
+`python exercises/ex4_speedrun.py` runs the table; the results are in docs/exercises.md."""
 import argparse
 import math
 import pathlib
