@@ -98,31 +98,39 @@ def parse_settings(path, values, argv=None, description=None, cpu={}):
     return p, defaults, given
 
 
-def choose_device(name, parser):
-    """The device called name; 'auto': the first of cuda, mps and cpu that is available here."""
-    available = {'cuda': torch.cuda.is_available(), 'mps': torch.backends.mps.is_available(), 'cpu': True}
+def torch_devices():
+    """PyTorch's devices, in the order 'auto' tries them: {name: whether it is available here}."""
+    return {'cuda': torch.cuda.is_available(), 'mps': torch.backends.mps.is_available(), 'cpu': True}
+
+
+def choose_device(name, parser, available=None):
+    """The device called name; 'auto': the first available one of available (None: torch_devices())."""
+    available = torch_devices() if available is None else available
     name = next(d for d, ok in available.items() if ok) if name == 'auto' else name
     if not available.get(name):
         parser.error(f"device {name!r} is not available here: use --device=auto or --device=cpu")
     return name
 
 
-def parse_config(argv=None, values=None):
+def parse_config(argv=None, values=None, devices=None, cpu=CPU):
     """gpt.py's settings: its top lines (values: its globals; None: the gpt module's), on a CPU the CPU's values for
-    those left at the lecture's, then --name=value from the command line; each checked, one line if one is wrong."""
+    those left at the lecture's, then --name=value from the command line; each checked, one line if one is wrong.
+    gpt_mlx.py gives its own devices ({name: available}, as torch_devices) and the CPU values it takes."""
     if values is None:
         import gpt
         values = vars(gpt)
-    p, defaults, given = parse_settings(values['__file__'], values, argv, values['__doc__'], CPU)
-    dev = choose_device(given.get('device', defaults['device']), p)
+    cpu = {k: v for k, v in cpu.items() if k in values}
+    p, defaults, given = parse_settings(values['__file__'], values, argv, values['__doc__'], cpu)
+    dev = choose_device(given.get('device', defaults['device']), p, devices)
     chosen = given.get('settings', defaults['settings'])
     chosen = ('cpu' if dev == 'cpu' else 'lecture') if chosen == 'auto' else chosen
     if chosen not in ('lecture', 'cpu'):
         p.error(f"--settings must be auto, lecture or cpu, not {chosen!r}")
-    smaller = {k: v for k, v in CPU.items() if chosen == 'cpu' and defaults[k] == LECTURE[k] and k not in given}
+    smaller = {k: v for k, v in cpu.items() if chosen == 'cpu' and defaults[k] == LECTURE[k] and k not in given}
     edited = {k: v for k, v in defaults.items() if k in LECTURE and v != LECTURE[k] and k not in given}
     cfg = argparse.Namespace(**{**defaults, **smaller, **given, 'device': dev, 'settings': chosen})
-    cfg.origin = dict(cpu=smaller, script=edited, command_line={k: v for k, v in given.items() if k in LECTURE})
+    cfg.origin = dict(cpu=smaller, script=edited, command_line={k: v for k, v in given.items() if k in LECTURE},
+                      file=os.path.basename(values['__file__']))
     check_settings(cfg, p.error)
     return cfg
 
@@ -144,8 +152,8 @@ def describe_settings(cfg):
     o = cfg.origin
     lines = [f"settings: cpu, for a CPU (--settings=lecture: the lecture's, hours on a CPU)" if cfg.settings == 'cpu'
              else "settings: the lecture's (--settings=cpu: smaller ones that train in minutes on a CPU)"]
-    lines += [f"  the CPU's, for those gpt.py leaves at the lecture's values: {show(o['cpu'])}"] if o['cpu'] else []
-    lines += [f"  changed at the top of gpt.py: {show(o['script'])}"] if o['script'] else []
+    lines += [f"  the CPU's, for those {o['file']} leaves at the lecture's values: {show(o['cpu'])}"] if o['cpu'] else []
+    lines += [f"  changed at the top of {o['file']}: {show(o['script'])}"] if o['script'] else []
     lines += [f"  from the command line: {show(o['command_line'])}"] if o['command_line'] else []
     return '\n'.join(lines)
 
@@ -157,7 +165,7 @@ def check_settings(cfg, error):
              for name in ('batch_size', 'block_size', 'eval_interval', 'eval_iters', 'n_embd', 'n_head',
                           'num_samples')}
     rules.update({name: (lambda v: v >= 0, 'it must be 0 or more (0: none, see README)')
-                  for name in ('max_iters', 'warmup_iters', 'n_layer', 'max_new_tokens')})
+                  for name in ('max_iters', 'warmup_iters', 'n_layer', 'max_new_tokens', 'more_chars')})
     rules.update(seed=(lambda v: 0 <= v < 2**63, 'it must be between 0 and 2**63 - 1'),
                  dropout=(lambda v: 0 <= v < 1, 'it is a probability: at least 0 and below 1'),
                  learning_rate=(lambda v: 0 < v < inf, 'it must be a number above 0, like 3e-4'),
@@ -180,7 +188,8 @@ def check_settings(cfg, error):
     folder = os.path.dirname(os.path.abspath(cfg.ckpt_path))
     if not cfg.sample and not (os.path.isdir(folder) and os.access(folder, os.W_OK)):
         error(f"--ckpt_path={cfg.ckpt_path!r} is not allowed: its folder {folder} must exist and be writable")
-    if not cfg.sample and (os.path.isdir('more.txt') or not os.access('.', os.W_OK)):
+    writes_more = not cfg.sample and getattr(cfg, 'more_chars', 1)
+    if writes_more and (os.path.isdir('more.txt') or not os.access('.', os.W_OK)):
         error("more.txt cannot be written in this folder (training ends by writing it): run from a writable folder")
 
 
@@ -539,11 +548,12 @@ class Training:
 
 # ----------------------------------------------------------------------------- checkpoints and --resume
 def save_checkpoint(path, model, chars, cfg, step, val_loss, history=(), **more):
-    """Save weights, vocabulary, settings (sizes among them), step, val loss, history (step, s, train, val),
-    atomically."""
+    """Save weights (model's state_dict, or that dict itself: gpt_mlx.py's), vocabulary, settings (sizes among them),
+    step, val loss, history (step, s, train, val), atomically."""
     config = {k: v for k, v in vars(cfg).items() if k != 'origin'}
-    ckpt = dict(model=model.state_dict(), chars=chars, config=config, step=step, val_loss=val_loss,
-                history=list(history), **more)
+    weights = model if isinstance(model, dict) else model.state_dict()
+    ckpt = dict(model=weights, chars=chars, config=config, step=step, val_loss=val_loss, history=list(history),
+                **more)
     save_atomic(path, lambda f: torch.save(ckpt, f))
 
 
@@ -551,16 +561,26 @@ def load_checkpoint(path, device, flash=False, build=None):
     """The model saved at path (built by build: gpt.py's GPTLanguageModel) and the checkpoint, or a clear error."""
     if build is None:
         from gpt import GPTLanguageModel as build
-    if not os.path.exists(path):
-        raise UserError(f"no checkpoint at {path}: train one first with `python gpt.py`, or set --ckpt_path")
+    ckpt = read_checkpoint(path, device)
     try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
         c = ckpt['config']
         model = build(len(ckpt['chars']), c['n_embd'], c['n_head'], c['n_layer'], c['block_size'], 0.0, flash)
         model.load_state_dict(ckpt['model'])
     except Exception as e:
         raise UserError(f"{path} is not a checkpoint this gpt.py can load ({type(e).__name__}): train a new one")
     return model.to(device), ckpt
+
+
+def read_checkpoint(path, device='cpu', script='gpt.py'):
+    """The checkpoint at path as saved by save_checkpoint (by gpt.py or gpt_mlx.py), or a one-line error."""
+    if not os.path.exists(path):
+        raise UserError(f"no checkpoint at {path}: train one first with `python {script}`, or set --ckpt_path")
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+        ckpt['config']['n_embd'], ckpt['chars'], ckpt['model']
+    except Exception as e:
+        raise UserError(f"{path} is not a checkpoint this {script} can load ({type(e).__name__}): train a new one")
+    return ckpt
 
 
 def init_weights(model, path, chars):
@@ -594,7 +614,7 @@ def load_resume(cfg, model, optimizer, chars, scaler=None):
     try:
         state = torch.load(path, map_location=cfg.device, weights_only=True)
         runtime = ('settings', 'device', 'compile', 'flash', 'dtype', 'sample', 'resume', 'prompt', 'max_new_tokens',
-                   'temperature', 'top_k', 'num_samples')  # these may change between the stop and the resume
+                   'temperature', 'top_k', 'num_samples', 'more_chars')  # these may change between the stop and the resume
         differ = [f"--{k}={v!r}" for k, v in state['config'].items() if k not in runtime and getattr(cfg, k, None) != v]
         if not differ and state['chars'] == chars:
             model.load_state_dict(state['model'])
@@ -651,7 +671,10 @@ def sample_stream(model, idx, max_new_tokens, temperature=1.0, top_k=None):
 def show_samples(tokens, context, decode):
     """Print each row of context with its sampled continuation; one sample appears character by character."""
     if len(context) > 1:
-        rows = torch.cat([context, *(t[:, None] for t in tokens)], dim=1).tolist()
+        rows = context.tolist()  # lists, not tensors: gpt_mlx.py's arrays are printed here too
+        for t in tokens:
+            for row, token in zip(rows, t.tolist()):
+                row.append(token)
         return print(''.join(f"{'-' * 30} sample {i + 1} of {len(rows)}\n{decode(r)}\n" for i, r in enumerate(rows)),
                      end='')
     print(decode(context[0].tolist()), end='', flush=True)
@@ -660,7 +683,7 @@ def show_samples(tokens, context, decode):
     print()
 
 
-def save_more(path, tokens, context, decode, n=10000):
+def save_more(path, tokens, context, decode, n):
     """Write context and its n sampled characters to path atomically; on a terminal, a progress line meanwhile."""
     ids, tty = context.tolist(), sys.stdout.isatty()
     for i, t in enumerate(tokens, 1):
@@ -673,7 +696,7 @@ def save_more(path, tokens, context, decode, n=10000):
 
 def sample(cfg, build, tokenizer):
     """After training (or with --sample): load the best checkpoint, print num_samples continuations of the prompt
-    as they are sampled, and after training write 10,000 more characters to more.txt, as the lecture does."""
+    as they are sampled, and after training write more_chars more characters to more.txt, as the lecture does."""
     model, ckpt = load_checkpoint(cfg.ckpt_path, cfg.device, cfg.flash, build)
     encode, decode = tokenizer(ckpt['chars'])
     unknown = sorted(set(cfg.prompt) - set(ckpt['chars']))
@@ -682,6 +705,6 @@ def sample(cfg, build, tokenizer):
     print(f"sampling from {cfg.ckpt_path} (step {ckpt['step']}, val loss {ckpt['val_loss']:.4f}):")
     context = torch.tensor([encode(cfg.prompt) or [0]] * cfg.num_samples, device=cfg.device)  # no prompt: token 0
     show_samples(sample_stream(model, context, cfg.max_new_tokens, cfg.temperature, cfg.top_k), context, decode)
-    if not cfg.sample:  # as in the lecture: 10,000 more characters to a file
-        save_more('more.txt', sample_stream(model, context[:1], 10000, cfg.temperature, cfg.top_k), context[0],
-                  decode)
+    if not cfg.sample and cfg.more_chars:  # as in the lecture: 10,000 more characters to a file
+        save_more('more.txt', sample_stream(model, context[:1], cfg.more_chars, cfg.temperature, cfg.top_k),
+                  context[0], decode, cfg.more_chars)

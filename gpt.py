@@ -50,6 +50,7 @@ max_new_tokens = 500      # characters to print after training, or with --sample
 temperature = 1.0         # divides the logits before sampling: below 1 safer, above 1 wilder
 top_k = None              # sample only from the top_k likeliest characters (1: greedy)
 num_samples = 1           # independent samples of the prompt, printed one after another
+more_chars = 10000        # characters sampled into more.txt after training (0: none)
 
 
 # ----------------------------------------------------------------------------- data and tokenizer

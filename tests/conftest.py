@@ -28,7 +28,8 @@ atexit.register(shutil.rmtree, DATA.parent, ignore_errors=True)
 
 # a GPT small enough that a whole run (training, samples, more.txt) takes seconds on a CPU
 TINY = ['--device=cpu', '--n_layer=1', '--n_embd=32', '--n_head=2', '--block_size=16', '--batch_size=8',
-        '--max_iters=20', '--eval_interval=10', '--eval_iters=2', '--compile=False', '--max_new_tokens=50']
+        '--max_iters=20', '--eval_interval=10', '--eval_iters=2', '--compile=False', '--max_new_tokens=50',
+        '--more_chars=300']
 
 
 def is_tiny_shakespeare(path):

@@ -28,36 +28,39 @@ def test_a_run_prints_losses_and_a_sample_and_writes_more_txt_and_ckpt(trained):
     assert float(steps[-1][2]) < float(steps[0][2])  # it learned something
     assert re.search(r'^step 10: .* [\d,]+ tokens/s$', out, re.M)
     assert re.search(r'peak memory [\d,]+ MiB RSS', out)
-    sample = out.split('val loss', 3)[-1].split('):\n', 1)[1].split('\nwrote 10,000')[0]
+    sample = out.split('val loss', 3)[-1].split('):\n', 1)[1].split('\nwrote 300')[0]
     assert len(sample) == 51  # the start token and 50 sampled characters
-    assert len((cwd / 'more.txt').read_text(encoding='utf-8')) == 10_001
+    assert len((cwd / 'more.txt').read_text(encoding='utf-8')) == 301  # the start token and --more_chars=300
     ckpt = torch.load(cwd / 'ckpt.pt', weights_only=True)
     assert ckpt['step'] == 20 and ckpt['val_loss'] == pytest.approx(float(steps[-1][2]), abs=1e-4)
     assert len(ckpt['chars']) == 65 and ckpt['config']['n_embd'] == 32 and ckpt['config']['n_layer'] == 1
     assert {f.name for f in cwd.iterdir()} == {'ckpt.pt', 'more.txt'}  # no temporary files left
 
 
-def test_sample_continues_the_prompt_from_the_checkpoint(trained):
+def test_sample_continues_the_prompt_from_the_checkpoint(trained, monkeypatch):
     cwd, _ = trained
-    result = run_script('gpt.py', '--sample', '--prompt=ROMEO:', '--max_new_tokens=40', '--device=cpu', cwd=cwd)
+    monkeypatch.chdir(cwd)  # in this process (conftest.call), as `python gpt.py --sample ...` runs there
+    result = call(gpt.main, '--sample', '--prompt=ROMEO:', '--max_new_tokens=40', '--device=cpu')
     assert result.returncode == 0, result.stderr
     sample = result.stdout.split('):\n', 1)[1].rstrip('\n')
     assert sample.startswith('ROMEO:') and len(sample) == len('ROMEO:') + 40
     assert 'train loss' not in result.stdout  # no training
-    greedy = [run_script('gpt.py', '--sample', '--top_k=1', '--max_new_tokens=40', f'--seed={s}', '--device=cpu',
-                         cwd=cwd).stdout for s in (1, 2)]
+    greedy = [call(gpt.main, '--sample', '--top_k=1', '--max_new_tokens=40', f'--seed={s}', '--device=cpu').stdout
+              for s in (1, 2)]
     assert greedy[0] == greedy[1]  # greedy decoding does not depend on the seed
-    nothing = run_script('gpt.py', '--sample', '--prompt=ROMEO:', '--max_new_tokens=0', '--device=cpu', cwd=cwd)
+    nothing = call(gpt.main, '--sample', '--prompt=ROMEO:', '--max_new_tokens=0', '--device=cpu')
     assert nothing.returncode == 0 and nothing.stdout.rstrip('\n').endswith('):\nROMEO:')  # the prompt alone
+    assert sorted(p.name for p in cwd.iterdir()) == ['ckpt.pt', 'more.txt']  # sampling wrote nothing
 
 
-def test_same_seed_same_losses_and_same_sample(trained, data_path, tmp_path):
+def test_same_seed_same_losses_and_same_sample(trained, data_path, tmp_path, monkeypatch):
     _, first = trained
-    again = run_script('gpt.py', *TINY, f'--input_file={data_path}', cwd=tmp_path)
+    monkeypatch.chdir(tmp_path)
+    again = call(gpt.main, *TINY, f'--input_file={data_path}')  # in this process; the first was a new Python
     strip = lambda s: re.sub(r'[\d.,]+s\b|[\d,]+ tokens/s|[\d,]+ MiB|\(\d+%', '', s)  # times vary
     assert strip(again.stdout) == strip(first.stdout)
     assert (tmp_path / 'more.txt').read_text(encoding='utf-8') == (trained[0] / 'more.txt').read_text(encoding='utf-8')
-    other = run_script('gpt.py', *TINY, '--seed=7', f'--input_file={data_path}', cwd=tmp_path)
+    other = call(gpt.main, *TINY, '--seed=7', f'--input_file={data_path}')
     assert strip(other.stdout) != strip(first.stdout)
 
 
@@ -201,13 +204,15 @@ def test_an_edit_at_the_top_of_gpt_py_is_what_runs(data_path, tmp_path, monkeypa
     mine = load_script(tmp_path / 'gpt.py', 'edited_gpt')
     monkeypatch.chdir(tmp_path)
     mine.main(['--device=cpu', '--n_embd=32', '--n_head=2', '--block_size=16', '--batch_size=8', '--max_iters=2',
-               '--eval_interval=1', '--eval_iters=1', '--max_new_tokens=5', f'--input_file={data_path}'])
+               '--eval_interval=1', '--eval_iters=1', '--max_new_tokens=5', '--more_chars=0',
+               f'--input_file={data_path}'])
     out = capsys.readouterr().out
     total = sum(p.numel() for p in gpt.GPTLanguageModel(65, 32, 2, 3, 16).parameters())
     assert f'{total:,} parameters' in out  # three blocks: the edit ran
     assert 'changed at the top of gpt.py: n_layer=3, dropout=0.1' in out
     ckpt = torch.load(tmp_path / 'ckpt.pt', weights_only=True)
     assert ckpt['config']['n_layer'] == 3 and ckpt['config']['dropout'] == 0.1
+    assert not (tmp_path / 'more.txt').exists()  # --more_chars=0: none
     with pytest.raises(SystemExit):
         mine.main(['--help'])
     assert '--n_layer int' in capsys.readouterr().out  # a setting without a comment is still a setting

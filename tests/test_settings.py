@@ -49,6 +49,7 @@ def test_every_setting_takes_any_value_or_refuses_it_with_one_line(name, value):
     # accepted: then it is a value gpt.py can use
     assert cfg.batch_size >= 1 and cfg.block_size >= 1 and cfg.eval_interval >= 1 and cfg.eval_iters >= 1
     assert cfg.max_iters >= 0 and cfg.warmup_iters >= 0 and cfg.n_layer >= 0 and cfg.max_new_tokens >= 0
+    assert cfg.more_chars >= 0
     assert cfg.n_embd % cfg.n_head == 0 and 0 <= cfg.dropout < 1 and 0 <= cfg.seed < 2**63
     assert math.isfinite(cfg.learning_rate) and cfg.learning_rate > 0
     assert math.isfinite(cfg.temperature) and cfg.temperature > 0 and (cfg.top_k is None or cfg.top_k >= 1)
