@@ -34,8 +34,9 @@ DATA_URL = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tiny
 DATA_SHA256 = '86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed'
 
 # The lecture's values of the settings that a CPU gets smaller ones for, and those smaller ones: a model that
-# trains in about 3 minutes on 2 cores. On a CPU a setting that gpt.py leaves at the lecture's value takes the
-# CPU's; one that the learner changed at the top of gpt.py (or on the command line) keeps the learner's.
+# trains in about 3 minutes on 2 cores. On any device but CUDA (a CPU, a Mac's GPU: the video says not to train the
+# lecture's model on a MacBook, 1:40:56) a setting that gpt.py leaves at the lecture's value takes the CPU's; one
+# that the learner changed at the top of gpt.py (or on the command line) keeps the learner's.
 LECTURE = dict(batch_size=64, block_size=256, max_iters=5000, eval_interval=500, learning_rate=3e-4,
                eval_iters=200, n_embd=384, n_head=6, n_layer=6, dropout=0.2, warmup_iters=0,
                lr_decay=False, compile=True, flash=True)
@@ -123,7 +124,7 @@ def parse_config(argv=None, values=None, devices=None, cpu=CPU):
     p, defaults, given = parse_settings(values['__file__'], values, argv, values['__doc__'], cpu)
     dev = choose_device(given.get('device', defaults['device']), p, devices)
     chosen = given.get('settings', defaults['settings'])
-    chosen = ('cpu' if dev == 'cpu' else 'lecture') if chosen == 'auto' else chosen
+    chosen = ('lecture' if dev == 'cuda' else 'cpu') if chosen == 'auto' else chosen  # a Mac's GPU: a laptop's
     if chosen not in ('lecture', 'cpu'):
         p.error(f"--settings must be auto, lecture or cpu, not {chosen!r}")
     smaller = {k: v for k, v in cpu.items() if chosen == 'cpu' and defaults[k] == LECTURE[k] and k not in given}
@@ -150,7 +151,7 @@ def describe_settings(cfg):
     """The lines that say where the model's and the training's values came from."""
     show = lambda d: ', '.join(f'{k}={v!r}' for k, v in d.items())
     o = cfg.origin
-    lines = [f"settings: cpu, for a CPU (--settings=lecture: the lecture's, hours on a CPU)" if cfg.settings == 'cpu'
+    lines = [f"settings: cpu, for a CPU or a laptop (--settings=lecture: the lecture's, hours on a CPU)" if cfg.settings == 'cpu'
              else "settings: the lecture's (--settings=cpu: smaller ones that train in minutes on a CPU)"]
     lines += [f"  the CPU's, for those {o['file']} leaves at the lecture's values: {show(o['cpu'])}"] if o['cpu'] else []
     lines += [f"  changed at the top of {o['file']}: {show(o['script'])}"] if o['script'] else []

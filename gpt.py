@@ -34,7 +34,7 @@ dropout = 0.2         # dropout probability while training
 # beyond the lecture
 warmup_iters = 0      # steps of linear learning-rate warmup
 lr_decay = False      # decay the learning rate linearly to 0 over the last 40% of max_iters
-settings = 'auto'     # 'lecture': the values above; 'cpu': smaller ones; auto: cpu on a CPU
+settings = 'auto'     # 'lecture': the values above; 'cpu': smaller ones; auto: lecture on CUDA
 device = 'auto'       # 'cuda', 'mps' or 'cpu'; 'auto' takes the first one available
 seed = 1337           # random seed: same seed and device, same losses and samples
 compile = True        # torch.compile the model (runs without it where that fails)

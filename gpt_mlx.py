@@ -53,7 +53,7 @@ dropout = 0.2         # dropout probability while training
 # beyond the lecture
 warmup_iters = 0      # steps of linear learning-rate warmup
 lr_decay = False      # decay the learning rate linearly to 0 over the last 40% of max_iters
-settings = 'auto'     # 'lecture': the values above; 'cpu': smaller ones; auto: cpu on a CPU
+settings = 'auto'     # 'lecture': the values above; 'cpu': smaller ones; auto: lecture on CUDA
 device = 'auto'       # 'gpu' (Metal) or 'cpu'; 'auto' takes the GPU where there is one
 seed = 1337           # random seed: same seed and device, same losses and samples
 compile = True        # mx.compile the training step

@@ -11,11 +11,18 @@ import extras  # noqa: E402
 import gpt  # noqa: E402
 
 
-def exercise_settings(path, values, argv, description, at_least_1=()):
+def exercise_settings(path, values, argv, description, at_least_1=(), follow=None):
     """An exercise's settings (parse_settings of its own top lines), its device chosen, --seeds (where it has them) as a
-    list of integers, and the settings named in at_least_1 checked: (parser, settings)."""
+    list of integers, and the settings named in at_least_1 checked: (parser, settings). follow(settings): the values
+    that follow from other settings ({name: value}), taken by each one not given on the command line, and printed."""
     p, defaults, given = extras.parse_settings(path, values, argv, description)
     c = argparse.Namespace(**{**defaults, **given})
+    if follow:
+        taken = {k: v for k, v in follow(c).items() if k not in given and v != defaults[k]}
+        if taken:
+            print(f"following from the other settings: {', '.join(f'{k}={v!r}' for k, v in taken.items())} "
+                  "(give one on the command line to change it)")
+        vars(c).update(taken)
     c.device = extras.choose_device(c.device, p)
     if 'seeds' in defaults:
         try:

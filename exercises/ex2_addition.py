@@ -10,7 +10,9 @@ on problems it never saw? The setup, as the exercise suggests:
 - the loss counts the answer's digits only: the prompt's targets are -1, which `gpt.py`'s loss
   ignores (`ignore_index=-1`), since a and b are random and cannot be predicted;
 - answers are decoded greedily (`extras.sample_stream(..., top_k=1)`: generate's loop, the likeliest token);
-- --coupling=True (for longer numbers; docs/exercises.md) replaces the learned positions by position coupling
+- above 3 digits the settings in LONG follow from `digits` (unless given on the command line): position coupling,
+  128 wide, learning rate 2e-3, batch 64; `--digits=10` alone is the 10-digit recipe of docs/exercises.md;
+- --coupling=True (on above 3 digits) replaces the learned positions by position coupling
   (Cho et al., 2024): each position gets a learned vector for the digit place it reads or predicts, shared by a's,
   b's and c's digits of that place (units 1, tens 2, ...; `=` predicts the units, each answer digit the next
   place), and a second one for the place a digit's carry goes to, shared with the answer digit of that place.
@@ -58,6 +60,8 @@ dtype = 'auto'         # training precision, as gpt.py's --dtype: 'bfloat16', 'f
 
 # the vocabulary: digit d is token d (not a setting: its name is upper case)
 CHARS = '0123456789+='
+# above 3 digits, these take the place of the values above unless given on the command line (docs/exercises.md)
+LONG = dict(coupling=True, n_embd=128, learning_rate=2e-3, batch_size=64)
 
 
 def held_out(a, b):
@@ -225,7 +229,8 @@ def fit(model, cfg, batch, look):
 def main(argv=None):
     """Train and score on held-out problems, or with --eval score the saved model."""
     p, cfg = exercise_settings(__file__, globals(), argv, __doc__, at_least_1=(
-        'digits', 'n_layer', 'n_head', 'n_embd', 'batch_size', 'max_iters', 'eval_interval', 'eval_problems'))
+        'digits', 'n_layer', 'n_head', 'n_embd', 'batch_size', 'max_iters', 'eval_interval', 'eval_problems'),
+        follow=lambda c: LONG if c.digits > 3 and not c.eval else {})
     if cfg.digits > 12:
         p.error(f"--digits must be 12 or fewer, not {cfg.digits}: the held-out rule's hash must fit in 64-bit integers")
     if not 0 < cfg.learning_rate < float('inf') or cfg.warmup_iters < 0:

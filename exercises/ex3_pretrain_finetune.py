@@ -23,7 +23,8 @@ Webster's 1913 and additions; its own licence is the GPL) and Bierce's The Devil
 (dict-devil). Their paragraphs are shuffled together, so that the val split (the last 10%) is
 like the rest. Webster's quotes Shakespeare, so every line that shares a 50-character string with
 tiny Shakespeare (train or val) is removed, and the overlap is printed before and after.
-Any large UTF-8 text of your own works too: --corpus=your.txt (it needs tiny Shakespeare's 65 characters).
+Any large UTF-8 text of your own works too: --corpus=your.txt. If its characters are not tiny Shakespeare's 65, it
+is mapped onto them first (to_vocabulary, as --prepare does) into your.65.txt beside it, and that is trained on.
 
 `python exercises/ex3_pretrain_finetune.py --prepare` builds corpus.txt, then runs the comparison.
 Results: docs/exercises.md."""
@@ -49,7 +50,7 @@ import gpt  # noqa: E402
 from _shared import exercise_settings  # noqa: E402
 
 # settings (each can be changed on the command line: --name=value)
-corpus = 'corpus.txt'     # the large pretraining text (any UTF-8 text with tiny Shakespeare's 65 characters)
+corpus = 'corpus.txt'     # the large pretraining text (any UTF-8 text: mapped onto tiny Shakespeare's characters)
 prepare = False           # first build corpus from Debian's packages (see above), then run
 seeds = '1337,42'         # comma-separated random seeds: every run once per seed
 pretrain_iters = 6000     # training steps on the corpus
@@ -97,6 +98,22 @@ def to_vocabulary(text, chars):
     keep = set(chars)
     text = ''.join(c for c in text if c in keep)
     return re.sub(r'\n{3,}', '\n\n', re.sub(r' {2,}', ' ', re.sub(r' +\n', '\n', text)))
+
+
+def mapped_corpus(path, chars):
+    """The text at path mapped onto chars, written beside it as NAME.65.txt: to_vocabulary, then each of chars it
+    still lacks appended once, so that its vocabulary is chars exactly, as fine-tuning needs. Returns the new path."""
+    out = pathlib.Path(path).with_suffix('.65.txt')  # corpus.txt -> corpus.65.txt
+    text = pathlib.Path(path).read_text(encoding='utf-8')
+    mapped = to_vocabulary(text, chars)
+    missing = ''.join(ch for ch in chars if ch not in set(mapped))
+    try:
+        extras.save_atomic(out, lambda f: f.write((mapped + missing).encode('utf-8')))
+    except OSError as e:
+        raise extras.UserError(f"could not write {out} ({e.strerror}): copy {path} to a writable folder") from None
+    print(f"{path} has other characters than tiny Shakespeare's {len(chars)}: mapped onto them in {out} "
+          f"({len(text) - len(mapped):,} characters dropped or merged; {len(missing)} missing ones appended once)")
+    return str(out)
 
 
 def shared_strings(text, other, n=OVERLAP):
@@ -184,6 +201,8 @@ def main(argv=None):
     shakespeare_chars, ts_splits = gpt.load_data(c.input_file, 64)
     if c.prepare:
         build_corpus(c.corpus, pathlib.Path(c.input_file).read_text(encoding='utf-8'))
+    if extras.load_text(c.corpus, 64)[0] != shakespeare_chars:  # any text: mapped onto tiny Shakespeare's characters
+        c.corpus = mapped_corpus(c.corpus, shakespeare_chars)
     corpus_chars, corpus_splits = gpt.load_data(c.corpus, 64)
     if corpus_chars != shakespeare_chars:
         raise extras.UserError(f"{c.corpus} has {len(corpus_chars)} characters, not tiny Shakespeare's 65: fine-tuning "

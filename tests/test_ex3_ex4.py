@@ -71,6 +71,16 @@ def test_ex3_pretrains_then_fine_tunes_from_those_weights(tmp_path, monkeypatch,
     assert '| 1 |' in out and 'pretrained, fine-tuned at lr 0.001' in out
 
 
+def test_ex3_maps_any_corpus_onto_tiny_shakespeares_characters(tmp_path):
+    text = 'Caf\u00e9 \u201cna\u00efve\u201d {1900} \u00fcber ' * 400  # accents, curly quotes, braces, digits
+    (tmp_path / 'mine.txt').write_text(text, encoding='utf-8')
+    mapped = ex3.mapped_corpus(str(tmp_path / 'mine.txt'), list(VOCAB))
+    assert mapped == str(tmp_path / 'mine.65.txt')
+    chars, data = extras.load_text(mapped, 64)
+    assert chars == list(VOCAB) and len(data) > 6000  # exactly the 65, in tiny Shakespeare's order
+    assert (tmp_path / 'mine.65.txt').read_text(encoding='utf-8').startswith('Cafe naive uber Cafe')
+
+
 def test_ex3_corpus_helpers_keep_the_vocabulary_and_find_shared_strings():
     assert ex3.to_vocabulary('Caf\u00e9 \u201cnaïve\u201d\t"so"  (1900)', VOCAB) == "Cafe naive 'so' "
     line = 'To be, or not to be, that is the question: whether tis nobler'  # 61 characters

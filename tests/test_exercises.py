@@ -180,6 +180,19 @@ def test_short_cuts_training_operands_to_random_lengths_and_leaves_held_out_ones
         'ex2_addition.py: error: --short must be a share from 0 to 1, like 0.5, not 2.0; --help lists every setting\n')
 
 
+def test_above_three_digits_the_long_recipe_follows_from_digits_unless_given(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    tiny = ['--max_iters=1', '--eval_interval=1', '--eval_problems=10', '--device=cpu']
+    ex2.main(['--digits=4', *tiny])
+    out = capsys.readouterr().out
+    assert ('following from the other settings: coupling=True, n_embd=128, learning_rate=0.002, batch_size=64 '
+            '(give one on the command line to change it)') in out and 'position coupling' in out
+    assert torch.load(tmp_path / 'addition.pt', weights_only=True)['config']['n_embd'] == 128
+    ex2.main(['--digits=4', '--n_embd=64', '--coupling=False', *tiny])  # given: kept
+    out = capsys.readouterr().out
+    assert 'learning_rate=0.002, batch_size=64 (give' in out and 'n_embd=128' not in out and 'coupling' not in out
+
+
 @pytest.mark.parametrize('dtype', ['bfloat16', 'float32'])
 def test_a_tiny_gpt_learns_two_digit_addition_and_eval_mode_scores_it(tmp_path, dtype):
     """Two digits, not one: 1-digit addition has 100 problems, and its 5% held out are a handful of table
@@ -192,6 +205,7 @@ def test_a_tiny_gpt_learns_two_digit_addition_and_eval_mode_scores_it(tmp_path, 
             f'--dtype={dtype}']
     result = run_script('exercises/ex2_addition.py', *args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+    assert 'following from' not in result.stdout  # up to 3 digits: the settings at the top
     exact = float(result.stdout.split('| 500 (seed 1337) | ')[1].split('%')[0])
     assert exact > 90, result.stdout  # guessing gets 0.1%
     assert {f.name for f in tmp_path.iterdir()} == {'addition.pt'}

@@ -2,10 +2,12 @@
 import json
 import math
 import os
+import re
 import shutil
 
 import nbformat
 from nbclient import NotebookClient
+import torch
 
 import extras
 from conftest import ROOT
@@ -14,9 +16,14 @@ from conftest import ROOT
 PROBE = """import json
 print(json.dumps(dict(length=len(text), vocab=vocab_size, round_trip=decode(encode("hii there")),
     hii=encode("hii there"), untrained=untrained_loss, untrained_mean=untrained_mean, bigram_val=bigram_val,
+    table=list(bigram_table.shape), table_rows=bigram_table.sum(1).tolist(), q_next=chars[int(after_q.argmax())],
+    a=a.tolist(), b=b.tolist(), c=c.tolist(), xbow0=xbow[0].tolist(),
     v12=bool(torch.allclose(xbow, xbow2, atol=1e-6)), v23=bool(torch.allclose(xbow2, xbow3, atol=1e-6)),
+    affinities0=affinities[0].tolist(), wei4_0=wei4[0].tolist(),
     v4_head=v4_equals_head, var_scaled=var_scaled, var_unscaled=var_unscaled, head_size=head_size,
     layernorm=layernorm_equals, maps=len(maps), history=len(history_run))))"""
+VIDEO = 'https://www.youtube.com/watch?v=kCc8FmEb1nY'
+PICTURES = 7  # the bigram's curve and table, the 3x3 toy, versions 2-4, softmax, a trained GPT's heads, its losses
 
 
 def test_the_notebook_runs_top_to_bottom_and_computes_the_videos_values(data_path, tmp_path, monkeypatch):
@@ -34,19 +41,42 @@ def test_the_notebook_runs_top_to_bottom_and_computes_the_videos_values(data_pat
     assert abs(v['untrained'] - 4.8786) < 1e-3  # the video's batch and its number
     assert abs(v['untrained_mean'] - (math.log(65) + 0.5)) < 0.1  # N(0, 1) logits: about ln 65 + 1/2
     assert 2.4 < v['bigram_val'] < 2.6  # the video: about 2.5
+    assert v['table'] == [65, 65] and all(abs(r - 1) < 1e-5 for r in v['table_rows']) and v['q_next'] == 'u'
+    # the 3x3 toy: c = a @ b, a's rows averaging b's; the video's b and its 4 and 5.5
+    a, b, c = torch.tensor(v['a']), torch.tensor(v['b']), torch.tensor(v['c'])
+    assert torch.equal(a, torch.tril(torch.ones(3, 3)) / torch.arange(1, 4)[:, None])
+    assert v['b'][:2] == [[2.0, 7.0], [6.0, 4.0]] and v['c'][1] == [4.0, 5.5]
+    assert torch.allclose(c, torch.stack([b[:t + 1].mean(0) for t in range(3)]))
+    # version 1: row t of xbow[0] is the mean of x[0]'s rows 0 to t
+    torch.manual_seed(1337)
+    x0, xbow0 = torch.randn(4, 8, 2)[0], torch.tensor(v['xbow0'])  # the notebook's x, drawn again
+    assert torch.allclose(xbow0, torch.stack([x0[:t + 1].mean(0) for t in range(8)]), atol=1e-6)
     assert v['v12'] and v['v23'] and v['v4_head'] and v['layernorm']
+    # version 4 as the video prints it (unscaled): the masked softmax of the raw affinities, computed here anew
+    aff = torch.tensor(v['affinities0'])
+    expected = torch.softmax(aff.masked_fill(torch.tril(torch.ones(8, 8)) == 0, float('-inf')), dim=-1)
+    assert torch.allclose(torch.tensor(v['wei4_0']), expected, atol=1e-6)
+    assert torch.allclose(torch.tensor(v['wei4_0'][2][:3]), torch.tensor([0.2088, 0.1646, 0.6266]), atol=1e-4)  # video
     assert 0.8 < v['var_scaled'] < 1.25 and 0.8 * v['head_size'] < v['var_unscaled'] < 1.25 * v['head_size']
     assert v['maps'] == 2 * extras.CPU['n_head'] and v['history'] == 6  # every head of the small model; 6 evaluations
     pictures = sum('image/png' in o.get('data', {}) for c in nb.cells if c.cell_type == 'code' for o in c.outputs)
-    assert pictures == 5
+    assert pictures == PICTURES
     assert sorted(os.listdir(tmp_path)) == ['input.txt', 'input.txt.cache', 'notebook.pt']
 
 
-def test_the_committed_notebook_shows_a_real_run():
-    """Committed with the outputs of a whole run, pictures included, and no error (so GitHub shows them)."""
+def test_the_committed_notebook_shows_a_real_run_and_links_every_chapter():
+    """Committed with the outputs of a whole run, pictures included, and no error (so GitHub shows them); each
+    heading links its chapter's moment in the video, or says that it goes beyond the video."""
     nb = nbformat.read(ROOT / 'gpt-dev.ipynb', as_version=4)
     code = [c for c in nb.cells if c.cell_type == 'code']
     assert all(c.outputs for c in code)
     assert [c.execution_count for c in code] == list(range(1, len(code) + 1))  # top to bottom, once
     assert not any(o.output_type == 'error' for c in code for o in c.outputs)
-    assert sum('image/png' in o.get('data', {}) for c in code for o in c.outputs) == 5
+    assert sum('image/png' in o.get('data', {}) for c in code for o in c.outputs) == PICTURES
+    headings = [line for c in nb.cells if c.cell_type == 'markdown' for line in c.source.splitlines()
+                if line.startswith('## ')]
+    chapters = [h for h in headings if f'({VIDEO}&t=' in h]
+    assert len(chapters) >= 20 and all(h in chapters or h.startswith('## Beyond the video')
+                                       or h == '## Where the video goes on' for h in headings), headings
+    seconds = [int(re.search(r'&t=(\d+)s', h).group(1)) for h in chapters]
+    assert seconds == sorted(seconds) and seconds[0] == 0  # in the video's order, from the intro
