@@ -2,8 +2,8 @@
 
 `python gpt.py` trains, then samples; `python gpt.py --sample --prompt="ROMEO:"` samples from the
 saved checkpoint. Change a setting below and run again, as the video does, or give it on the command
-line: --name=value (--help lists them). On a CPU the settings you leave at the lecture's values get
-smaller ones that train in minutes; the first lines of a run say which values came from where.
+line: --name=value (--help lists them). On a CPU or a Mac (any device but CUDA) the settings you
+leave at the lecture's values get smaller ones that train in minutes; a run's first lines say which.
 
 What differs from the lecture's script:
 - the classes take their sizes as arguments, not from the globals (so other sizes can be built);
@@ -272,7 +272,7 @@ def train(cfg, model=None, optimizer=None):
 # ----------------------------------------------------------------------------- sampling
 def main(argv=None):
     """Train (unless --sample), then sample from the best checkpoint."""
-    cfg = extras.parse_config(argv, globals())  # the settings above, smaller on a CPU, --name=value
+    cfg = extras.parse_config(argv, globals())  # the settings above, smaller off CUDA; --name=value
     rank = extras.start(cfg)  # prints the device and the settings; torchrun's processes join here
     torch.manual_seed(cfg.seed)
     if not cfg.sample:

@@ -1,11 +1,11 @@
 """Let's build GPT in MLX: gpt.py's model and training in Apple's MLX, for a Mac with Apple silicon.
 
-`python gpt_mlx.py` trains, then samples, like `python gpt.py`: the same settings at the top (on a
-CPU the same smaller ones), the same --name=value, the same printed lines, and the same checkpoint
-file: `python gpt.py --sample` samples from what this script saved, and `python gpt_mlx.py --sample`
-from what gpt.py saved (the weights under the lecture's state_dict names; tests check the logits
-agree within 1e-4). On Apple silicon MLX runs on the GPU (Metal); on Linux, with mlx[cpu], on the
-CPU, slowly: there it is here to be tested against gpt.py, train with gpt.py.
+`python gpt_mlx.py` trains, then samples, like `python gpt.py`: the same settings at the top (and
+the same smaller ones unless --settings=lecture), the same --name=value, the same printed lines, and
+the same checkpoint file: `python gpt.py --sample` samples from what this script saved, and `python
+gpt_mlx.py --sample` from what gpt.py saved (the weights under the lecture's state_dict names; tests
+check the logits agree within 1e-4). On Apple silicon MLX runs on the GPU (Metal); on Linux, with
+mlx[cpu], on the CPU, slowly: there it is here to be tested against gpt.py, train with gpt.py.
 
 What MLX does differently from PyTorch, and where it shows below:
 - lazy evaluation: `a @ b` only records the work; it is done when a value is needed (`.item()`,

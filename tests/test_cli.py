@@ -64,6 +64,15 @@ def test_same_seed_same_losses_and_same_sample(trained, data_path, tmp_path, mon
     assert strip(other.stdout) != strip(first.stdout)
 
 
+def test_auto_settings_are_the_lectures_on_cuda_only(monkeypatch):
+    """The video: "I would not run this on a CPU or a MacBook" (1:40:56); on MPS the small settings too."""
+    for device, chosen in (('cuda', 'lecture'), ('mps', 'cpu'), ('cpu', 'cpu')):
+        monkeypatch.setattr(extras, 'torch_devices', lambda: {'cuda': True, 'mps': True, 'cpu': True})
+        cfg = extras.parse_config([f'--device={device}'])
+        assert (cfg.device, cfg.settings) == (device, chosen)
+        assert (cfg.n_layer == 6) == (chosen == 'lecture')
+
+
 def test_help_lists_every_setting_with_its_values():
     result = run_script('gpt.py', '--help', cwd=ROOT)
     assert result.returncode == 0

@@ -185,12 +185,13 @@ def test_above_three_digits_the_long_recipe_follows_from_digits_unless_given(tmp
     tiny = ['--max_iters=1', '--eval_interval=1', '--eval_problems=10', '--device=cpu']
     ex2.main(['--digits=4', *tiny])
     out = capsys.readouterr().out
-    assert ('following from the other settings: coupling=True, n_embd=128, learning_rate=0.002, batch_size=64 '
-            '(give one on the command line to change it)') in out and 'position coupling' in out
+    assert ('following from the other settings: coupling=True, n_embd=128, learning_rate=0.002, batch_size=64, '
+            "short=0.75, dtype='float32' (give one on the command line to change it)") in out
+    assert 'position coupling' in out
     assert torch.load(tmp_path / 'addition.pt', weights_only=True)['config']['n_embd'] == 128
     ex2.main(['--digits=4', '--n_embd=64', '--coupling=False', *tiny])  # given: kept
     out = capsys.readouterr().out
-    assert 'learning_rate=0.002, batch_size=64 (give' in out and 'n_embd=128' not in out and 'coupling' not in out
+    assert 'learning_rate=0.002, batch_size=64, short' in out and 'n_embd=128' not in out and 'coupling' not in out
 
 
 @pytest.mark.parametrize('dtype', ['bfloat16', 'float32'])

@@ -23,7 +23,8 @@ print(json.dumps(dict(length=len(text), vocab=vocab_size, round_trip=decode(enco
     v4_head=v4_equals_head, var_scaled=var_scaled, var_unscaled=var_unscaled, head_size=head_size,
     layernorm=layernorm_equals, maps=len(maps), history=len(history_run))))"""
 VIDEO = 'https://www.youtube.com/watch?v=kCc8FmEb1nY'
-PICTURES = 7  # the bigram's curve and table, the 3x3 toy, versions 2-4, softmax, a trained GPT's heads, its losses
+PICTURES = 10  # the bigram's curve and table, the 3x3 toy, versions 2-4, softmax; a trained GPT's heads, losses,
+# token embeddings, position similarity, per-character loss
 
 
 def test_the_notebook_runs_top_to_bottom_and_computes_the_videos_values(data_path, tmp_path, monkeypatch):

@@ -4,6 +4,7 @@ import builtins
 import hashlib
 import mmap
 import os
+import subprocess
 import sys
 
 import pytest
@@ -11,7 +12,7 @@ import torch
 
 import extras
 import gpt
-from conftest import BODY, ROOT, TINY, find_tiny_shakespeare, run_script
+from conftest import BODY, ROOT, TINY, assert_user_error, find_tiny_shakespeare, run_script
 
 sys.path.insert(0, str(ROOT / 'exercises'))
 import ex3_pretrain_finetune as ex3  # noqa: E402
@@ -90,4 +91,12 @@ def test_ex3_prepare_without_apt_get_says_what_to_do_instead(monkeypatch, tmp_pa
         ex3.build_corpus(tmp_path / 'corpus.txt', 'some text')
     assert str(e.value) == ("--prepare takes the corpus from Debian's packages and needs apt-get and dpkg-deb (Debian "
                             "or Ubuntu); on this system use any large UTF-8 text of your own: --corpus=your.txt")
+    assert os.listdir(tmp_path) == []
+
+
+def test_without_mlx_it_says_so_in_one_line(tmp_path):
+    hide = (f"import runpy, sys; sys.modules['mlx'] = None; sys.argv = ['gpt_mlx.py']; sys.path[0] = {str(ROOT)!r}; "
+            f"runpy.run_path({str(ROOT / 'gpt_mlx.py')!r}, run_name='__main__')")  # as `python gpt_mlx.py` runs
+    result = subprocess.run([sys.executable, '-c', hide], cwd=tmp_path, capture_output=True, text=True)
+    assert_user_error(result, 1, 'MLX is not installed here', 'use gpt.py')
     assert os.listdir(tmp_path) == []

@@ -7,7 +7,7 @@ import gpt
 
 
 def test_bigram_reaches_the_lectures_2_5(data_path, capsys):
-    losses = bigram.main([f'--input_file={data_path}', '--device=cpu'])
+    losses = bigram.main([f'--input_file={data_path}', '--device=cpu', '--eval_iters=50'])  # its 3000 steps
     assert 2.4 < losses['val'] < 2.6  # the lecture: about 2.5 (measured here: 2.49)
     assert len(capsys.readouterr().out.rsplit('val loss', 1)[1].split('\n', 1)[1]) >= 500
 
