@@ -151,9 +151,11 @@ def describe_settings(cfg):
     """The lines that say where the model's and the training's values came from."""
     show = lambda d: ', '.join(f'{k}={v!r}' for k, v in d.items())
     o = cfg.origin
-    lines = [f"settings: cpu, for a CPU or a laptop (--settings=lecture: the lecture's, hours on a CPU)" if cfg.settings == 'cpu'
-             else "settings: the lecture's (--settings=cpu: smaller ones that train in minutes on a CPU)"]
-    lines += [f"  the CPU's, for those {o['file']} leaves at the lecture's values: {show(o['cpu'])}"] if o['cpu'] else []
+    lines = ["settings: cpu, for a CPU or a laptop (--settings=lecture: the lecture's, hours on a CPU)"
+             if cfg.settings == 'cpu' else
+             "settings: the lecture's (--settings=cpu: smaller ones that train in minutes on a CPU)"]
+    lines += [f"  the CPU's, for those {o['file']} leaves at the lecture's values: {show(o['cpu'])}"] \
+        if o['cpu'] else []
     lines += [f"  changed at the top of {o['file']}: {show(o['script'])}"] if o['script'] else []
     lines += [f"  from the command line: {show(o['command_line'])}"] if o['command_line'] else []
     return '\n'.join(lines)
@@ -578,7 +580,7 @@ def read_checkpoint(path, device='cpu', script='gpt.py'):
         raise UserError(f"no checkpoint at {path}: train one first with `python {script}`, or set --ckpt_path")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
-        ckpt['config']['n_embd'], ckpt['chars'], ckpt['model']
+        ckpt['config']['n_embd'], ckpt['chars'], ckpt['model']  # what both scripts read: a KeyError if missing
     except Exception as e:
         raise UserError(f"{path} is not a checkpoint this {script} can load ({type(e).__name__}): train a new one")
     return ckpt
@@ -615,7 +617,7 @@ def load_resume(cfg, model, optimizer, chars, scaler=None):
     try:
         state = torch.load(path, map_location=cfg.device, weights_only=True)
         runtime = ('settings', 'device', 'compile', 'flash', 'dtype', 'sample', 'resume', 'prompt', 'max_new_tokens',
-                   'temperature', 'top_k', 'num_samples', 'more_chars')  # these may change between the stop and the resume
+                   'temperature', 'top_k', 'num_samples', 'more_chars')  # may change between the stop and the resume
         differ = [f"--{k}={v!r}" for k, v in state['config'].items() if k not in runtime and getattr(cfg, k, None) != v]
         if not differ and state['chars'] == chars:
             model.load_state_dict(state['model'])

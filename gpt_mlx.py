@@ -235,10 +235,6 @@ class GPTLanguageModel(nn.Module):
         return idx
 
 # ----------------------------------------------------------------------------- gpt.py's checkpoints
-def named(flat):
-    """{'a.0.b': w} -> {'a': [{'b': w}]}: the nested form MLX's update takes."""
-    return tree_unflatten(list(flat.items()))
-
 def torch_name(name):
     """gpt.py's state_dict name of this script's weight: nn.Sequential's 'layers' left out."""
     return '.'.join(part for part in name.split('.') if part != 'layers')
@@ -259,14 +255,14 @@ def load_checkpoint(path):
     c = ckpt['config']
     model = GPTLanguageModel(len(ckpt['chars']), c['n_embd'], c['n_head'], c['n_layer'],
                              c['block_size'], 0.0)
-    ours = {torch_name(k): k for k, _ in tree_flatten(model.parameters())}  # theirs: ours
-    theirs = {k: w for k, w in ckpt['model'].items() if not k.endswith('.tril')}
-    shapes = {k: tuple(w.shape) for k, w in tree_flatten(model.parameters())}
-    if sorted(ours) != sorted(theirs) or any(tuple(theirs[t].shape) != shapes[o]
-                                             for t, o in ours.items()):
+    ours = dict(tree_flatten(model.parameters()))  # this script's names: its weights
+    theirs = {k: w for k, w in ckpt['model'].items() if not k.endswith('.tril')}  # the lecture's
+    if sorted(map(torch_name, ours)) != sorted(theirs) or any(
+            tuple(theirs[torch_name(k)].shape) != tuple(w.shape) for k, w in ours.items()):
         raise extras.UserError(f"{path} holds another model than gpt.py's lecture model: "
                                "train a new one")
-    model.update(named({o: mx.array(theirs[t].float().numpy()) for t, o in ours.items()}))
+    weights = [(k, mx.array(theirs[torch_name(k)].float().numpy())) for k in ours]
+    model.update(tree_unflatten(weights))  # {'a.0.b': w} back to MLX's nested {'a': [{'b': w}]}
     model.eval()
     return model, ckpt
 

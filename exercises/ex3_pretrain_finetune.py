@@ -201,12 +201,10 @@ def main(argv=None):
     shakespeare_chars, ts_splits = gpt.load_data(c.input_file, 64)
     if c.prepare:
         build_corpus(c.corpus, pathlib.Path(c.input_file).read_text(encoding='utf-8'))
-    if extras.load_text(c.corpus, 64)[0] != shakespeare_chars:  # any text: mapped onto tiny Shakespeare's characters
-        c.corpus = mapped_corpus(c.corpus, shakespeare_chars)
     corpus_chars, corpus_splits = gpt.load_data(c.corpus, 64)
-    if corpus_chars != shakespeare_chars:
-        raise extras.UserError(f"{c.corpus} has {len(corpus_chars)} characters, not tiny Shakespeare's 65: fine-tuning "
-                            "needs the same vocabulary (--prepare builds such a corpus)")
+    if corpus_chars != shakespeare_chars:  # fine-tuning needs the same vocabulary: any text is mapped onto it
+        c.corpus = mapped_corpus(c.corpus, shakespeare_chars)
+        corpus_chars, corpus_splits = gpt.load_data(c.corpus, 64)
     print(f"corpus {c.corpus}: {sum(map(len, corpus_splits.values())):,} characters; pretraining sees "
           f"{c.pretrain_iters * 16 * 64:,} of them (batch 16 x context 64 x {c.pretrain_iters} steps)")
     rows = []
