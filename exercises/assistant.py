@@ -42,7 +42,7 @@ Shakespeare (what the stages cost the document completer), and samples.
 `python gpt.py` first (its ckpt.pt is the base), then `python exercises/assistant.py --plot=assistant.png`;
 `--eval --seed=S` scores the saved pipeline again on held-out prompts drawn with seed S. Results:
 docs/exercises.md."""
-import math
+import copy
 import pathlib
 import re
 import sys
@@ -328,7 +328,7 @@ def rl(policy, reference, reward_model, train, test_tasks, encode, decode, newli
 
 
 # ----------------------------------------------------------------------------- measuring a model
-def score(model, reference, reward_model, tasks, encode, decode, newline, c, samples=None):
+def score(model, reference, reward_model, tasks, encode, decode, newline, c):
     """On held-out prompts (one response each): the judge's success rate, the reward model's mean reward, the mean
     KL to the reference (SFT) model, and the responses."""
     idx, starts, ends = answer(model, [prompt(t) for t in tasks], encode, newline)
@@ -434,21 +434,15 @@ def main(argv=None):
     torch.manual_seed(c.seed)
     if c.eval:
         return evaluate(c, chars, splits, test, encode, decode, newline)
-    base_model, _ = load_base(c, chars)
-    clone = lambda m: gpt.GPTLanguageModel(len(chars), m.token_embedding_table.embedding_dim,  # noqa: E731
-                                           len(m.blocks[0].sa.heads), len(m.blocks), m.block_size, 0.0).to(
-        c.device).requires_grad_(True)
+    base_model, base_ckpt = load_base(c, chars)
+    sizes = {k: base_ckpt['config'][k] for k in ('n_embd', 'n_head', 'n_layer', 'block_size')}
     base_model.requires_grad_(False)
     began, times = time.time(), {}
 
     print("--- stage 1: supervised fine-tuning", flush=True)
-    policy = clone(base_model)
-    policy.load_state_dict(base_model.state_dict())
-    policy = sft(policy, train, splits['train'], encode, c)
+    policy = sft(copy.deepcopy(base_model).requires_grad_(True), train, splits['train'], encode, c)
     times['SFT'] = time.time() - began
-    reference = clone(policy)
-    reference.load_state_dict(policy.state_dict())
-    reference.requires_grad_(False).eval()
+    sft_model = copy.deepcopy(policy).requires_grad_(False).eval()  # RL's reference, and the table's SFT row
 
     print("--- stage 2: the reward model", flush=True)
     t = time.time()
@@ -463,10 +457,7 @@ def main(argv=None):
     if len(pairs) == 0 or len(test_pairs) == 0:
         raise extras.UserError("the SFT model's samples gave no pairs that the judge ranks (all passed or all "
                                "failed): train it longer (--sft_iters) or sample more (--rm_prompts)")
-    reward_model = clone(policy)
-    reward_model.load_state_dict(policy.state_dict())
-    reward_model = reward_model_from(reward_model)
-    reward_model = train_reward_model(reward_model, samples, pairs, c)
+    reward_model = train_reward_model(reward_model_from(copy.deepcopy(policy)), samples, pairs, c)
     reward_model.requires_grad_(False)
     rm_accuracy = pair_accuracy(reward_model, test_samples, test_pairs)
     print(f"reward model: {rm_accuracy:.1%} of held-out pairs ranked as the judge ranks them "
@@ -475,18 +466,16 @@ def main(argv=None):
 
     print("--- stage 3: reinforcement learning against the reward model", flush=True)
     t = time.time()
-    sft_model = clone(policy)
-    sft_model.load_state_dict(policy.state_dict())
-    history = rl(policy, reference, reward_model, train, held_out_draw(test, max(1, c.eval_prompts // 4), c.seed + 4),
+    history = rl(policy, sft_model, reward_model, train, held_out_draw(test, max(1, c.eval_prompts // 4), c.seed + 4),
                  encode, decode, newline, c)
     times['RL'] = time.time() - t
     extras.save_atomic(c.ckpt_path, lambda f: torch.save(dict(
-        chars=chars, settings={k: v for k, v in vars(c).items()}, history=history, rm_accuracy=rm_accuracy,
+        chars=chars, config=sizes, settings=vars(c), history=history, rm_accuracy=rm_accuracy,
         base=base_model.state_dict(), sft=sft_model.state_dict(), reward=reward_model.state_dict(),
         rl=policy.state_dict()), f))
     print(f"saved the three stages' models to {c.ckpt_path}")
     print("seconds: " + ', '.join(f"{k} {v:.0f}" for k, v in times.items()) + f"; in all {time.time() - began:.0f}")
-    rows = table({'base': base_model, 'SFT': sft_model, 'RL': policy}, reference, reward_model, test, splits,
+    rows = table({'base': base_model, 'SFT': sft_model, 'RL': policy}, sft_model, reward_model, test, splits,
                  encode, decode, newline, c)
     if c.plot:
         draw(history, c.plot)
@@ -500,11 +489,7 @@ def evaluate(c, chars, splits, test, encode, decode, newline):
         raise extras.UserError(f"no pipeline at {c.ckpt_path}: run `python exercises/assistant.py` first")
     try:
         saved = torch.load(path, map_location=c.device, weights_only=True)
-        sizes = saved['base']['token_embedding_table.weight'].shape, saved['base']['position_embedding_table.weight']
-        n_embd, block = sizes[0][1], sizes[1].shape[0]
-        n_layer = 1 + max(int(k.split('.')[1]) for k in saved['base'] if k.startswith('blocks.'))
-        n_head = 1 + max(int(k.split('.')[4]) for k in saved['base'] if k.startswith('blocks.0.sa.heads.'))
-        build = lambda: gpt.GPTLanguageModel(len(chars), n_embd, n_head, n_layer, block, 0.0).to(c.device)  # noqa
+        build = lambda: gpt.GPTLanguageModel(len(chars), dropout=0.0, **saved['config']).to(c.device)  # noqa: E731
         models = {}
         for name in ('base', 'sft', 'rl'):
             models[name] = build()
