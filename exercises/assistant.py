@@ -383,13 +383,15 @@ def draw(history, path):
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(9, 3.2))
     ax.plot(steps, [100 * s for s in success], 'o-', color='tab:blue', label="judge's success (%)")
     ax.set_xlabel('RL step')
-    ax.set_ylabel("judge's success on held-out prompts (%)", color='tab:blue')
+    ax.set_ylabel("judge's success (%)", color='tab:blue')
+    ax.set_title('held-out prompts: the judge and the reward model', fontsize=10)
     ax2 = ax.twinx()
     ax2.plot(steps, reward, 's--', color='tab:orange')
     ax2.set_ylabel("reward model's mean reward", color='tab:orange')
     bx.plot(steps, divergence, 'o-', color='tab:green')
     bx.set_xlabel('RL step')
     bx.set_ylabel('KL to the SFT model (per response)')
+    bx.set_title('what RL moved away from the SFT model', fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     print(f"wrote {path}")
@@ -398,8 +400,6 @@ def draw(history, path):
 # ----------------------------------------------------------------------------- the pipeline
 def load_base(c, chars):
     """The base model from gpt.py's checkpoint, checked: tiny Shakespeare's characters, a context the task fits."""
-    if not pathlib.Path(c.base).is_file():
-        raise extras.UserError(f"no base model at {c.base}: train one first with `python gpt.py`, or set --base")
     model, ckpt = extras.load_checkpoint(c.base, c.device)
     if ckpt['chars'] != chars:
         raise extras.UserError(f"{c.base} was trained on other characters than {c.input_file} has: "
@@ -425,6 +425,10 @@ def main(argv=None):
     if c.dtype not in ('auto', 'bfloat16', 'float32'):
         p.error(f"--dtype must be auto, bfloat16 or float32, not {c.dtype!r}")
     c.dtype = 'float32' if extras.amp_dtype(c.device, c.dtype) == 'float16' else c.dtype  # no loss scaler here
+    if c.eval and not pathlib.Path(c.ckpt_path).is_file():  # before anything is read or written
+        raise extras.UserError(f"no pipeline at {c.ckpt_path}: run `python exercises/assistant.py` first")
+    if not c.eval and not pathlib.Path(c.base).is_file():
+        raise extras.UserError(f"no base model at {c.base}: train one first with `python gpt.py`, or set --base")
     chars, splits = gpt.load_data(c.input_file, 64)
     encode, decode = gpt.tokenizer(chars)
     newline = encode('\n')[0]
@@ -484,11 +488,8 @@ def main(argv=None):
 
 def evaluate(c, chars, splits, test, encode, decode, newline):
     """--eval: the saved pipeline's models on held-out prompts drawn with --seed."""
-    path = pathlib.Path(c.ckpt_path)
-    if not path.is_file():
-        raise extras.UserError(f"no pipeline at {c.ckpt_path}: run `python exercises/assistant.py` first")
     try:
-        saved = torch.load(path, map_location=c.device, weights_only=True)
+        saved = torch.load(c.ckpt_path, map_location=c.device, weights_only=True)
         build = lambda: gpt.GPTLanguageModel(len(chars), dropout=0.0, **saved['config']).to(c.device)  # noqa: E731
         models = {}
         for name in ('base', 'sft', 'rl'):

@@ -170,11 +170,17 @@ def test_bad_settings_give_one_line(args, message):
     assert result.returncode == 2 and result.stderr == f"assistant.py: error: {message}; --help lists every setting\n"
 
 
-def test_without_a_base_model_or_a_pipeline_one_line_says_what_to_run(tmp_path, data_path):
-    result = call(assistant.main, f'--base={tmp_path / "none.pt"}', f'--input_file={data_path}')
+def test_without_a_base_model_or_a_pipeline_one_line_says_what_to_run(tmp_path, data_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / 'input.txt').write_bytes(data_path.read_bytes())
+    result = call(assistant.main, f'--base={tmp_path / "none.pt"}')
     assert result.returncode == 1
     assert result.stderr == f"error: no base model at {tmp_path / 'none.pt'}: train one first with `python gpt.py`, " \
                             "or set --base\n"
-    assert_user_error(call(assistant.main, '--eval', f'--ckpt_path={tmp_path / "a.pt"}', f'--input_file={data_path}'),
+    assert_user_error(call(assistant.main, '--eval', f'--ckpt_path={tmp_path / "a.pt"}'),
                       1, f"no pipeline at {tmp_path / 'a.pt'}: run `python exercises/assistant.py` first")
-    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['input.txt']  # nothing written, not even the text's cache
+    (tmp_path / 'other.pt').write_bytes(b'not a checkpoint')
+    assert_user_error(call(assistant.main, '--eval', '--ckpt_path=other.pt'), 1,
+                      "other.pt holds no pipeline of this script (UnpicklingError): run `python exercises/assistant.py` "
+                      "again")
