@@ -12,10 +12,11 @@ new to the model. The response is one line, ended by a newline. The judge is a r
 words or more, beginning with the capital L and ending with M (`judge`). The instructions: every
 letter-and-mark pair with at least 5 lines of tiny Shakespeare's train split that meet it (107);
 one in ten (a fixed hash) is held out, never in a training prompt, and every score below is on
-those 10. Why this task: it is checked by a rule, a 2-layer character-level model learns it in a
-minute, and the base model almost never does it (0.4%). The first version asked for a line that
-contains a word W; the CPU model did not learn to copy a word out of the prompt in minutes (0% after
-1500 steps of fine-tuning, 13% after 2000 at a learning rate that cost 0.8 of val loss).
+those 10. Why this task: it is checked by a rule, gpt.py's 2-layer CPU model does it for 40-56% of
+held-out prompts after under 2 minutes of fine-tuning, and the base model almost never (0.4-1.4%).
+The first version asked for a line that contains a word W; that model did not learn to copy a word
+out of the prompt in minutes (0.3% after 1500 steps of fine-tuning; 13% after 2000 at a learning rate
+that cost 0.8 of val loss).
 
 The stages, each a function below:
 1. `sft`: supervised fine-tuning on demonstrations: `$LM$`, newline, then a line of the train split
@@ -69,7 +70,7 @@ rm_lr = 1e-3             # the reward model's learning rate
 rl_iters = 300           # reinforcement-learning steps
 rl_lr = 1e-4             # the policy's learning rate in RL
 group = 4                # samples per prompt, for the reward model's pairs and for RL's baseline
-kl_coef = 0.2             # weight of the KL to the SFT model in RL's loss
+kl_coef = 0.2            # weight of the KL to the SFT model in RL's loss
 eval_prompts = 500       # held-out prompts each model answers for the table
 eval_interval = 50       # during RL, score a quarter of the held-out prompts every this many steps
 seed = 1337              # random seed: the samples, the training order, and the held-out draw
