@@ -335,23 +335,23 @@ def score(model, reference, reward_model, tasks, encode, decode, newline, c):
     idx, starts, ends = answer(model, [prompt(t) for t in tasks], encode, newline)
     said = responses(idx, starts, ends, decode)
     with torch.no_grad(), extras.autocast(c.device, c.dtype):
-        r = rewards(reward_model.eval(), idx, ends) if reward_model is not None else torch.zeros(1)
+        r = rewards(reward_model.eval(), idx, ends)
         divergence = kl(log_probs(model.eval(), idx, ends), log_probs(reference.eval(), idx, ends),
                         response_mask(starts, ends, idx.size(1)))
     return dict(success=sum(judge(t, s) for t, s in zip(tasks, said)) / len(tasks), reward=r.mean().item(),
                 kl=divergence.mean().item(), said=said)
 
 
-def held_out_draw(test, n, seed):
-    """n held-out tasks drawn with seed (with replacement: every instruction is as likely)."""
-    tasks = list(test)
+def pick(instructions, n, seed):
+    """n prompts' instructions drawn with seed from instructions (with replacement: each is as likely)."""
+    tasks = list(instructions)
     g = torch.Generator().manual_seed(seed)
     return [tasks[i] for i in torch.randint(len(tasks), (n,), generator=g)]
 
 
 def table(models, reference, reward_model, test, splits, encode, decode, newline, c):
-    """Each model on eval_prompts held-out prompts drawn with seed: the table, and three samples each."""
-    tasks = held_out_draw(test, c.eval_prompts, c.seed)
+    """Each model on eval_prompts held-out prompts drawn with seed: the table, and its answers to the first four."""
+    tasks = pick(test, c.eval_prompts, c.seed)
     rows = {}
     for name, model in models.items():
         torch.manual_seed(c.seed)
@@ -382,7 +382,7 @@ def draw(history, path):
     import matplotlib.pyplot as plt
     steps, success, reward, divergence = zip(*history)
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(9, 3.2))
-    ax.plot(steps, [100 * s for s in success], 'o-', color='tab:blue', label="judge's success (%)")
+    ax.plot(steps, [100 * s for s in success], 'o-', color='tab:blue')
     ax.set_xlabel('RL step')
     ax.set_ylabel("judge's success (%)", color='tab:blue')
     ax.set_title('held-out prompts: the judge and the reward model', fontsize=10)
@@ -451,11 +451,9 @@ def main(argv=None):
 
     print("--- stage 2: the reward model", flush=True)
     t = time.time()
-    g = torch.Generator().manual_seed(c.seed + 2)
-    names = list(train)
-    rm_tasks = [names[i] for i in torch.randint(len(names), (c.rm_prompts,), generator=g)]
+    rm_tasks = pick(train, c.rm_prompts, c.seed + 2)
     samples, pairs, rate = preference_pairs(policy, rm_tasks, encode, decode, newline, c)
-    test_samples, test_pairs, _ = preference_pairs(policy, held_out_draw(test, max(64, c.rm_prompts // 4), c.seed + 3),
+    test_samples, test_pairs, _ = preference_pairs(policy, pick(test, max(64, c.rm_prompts // 4), c.seed + 3),
                                                    encode, decode, newline, c)
     print(f"{len(pairs)} training pairs from {len(rm_tasks) * c.group} samples (the SFT model passed {rate:.1%}); "
           f"{len(test_pairs)} held-out pairs")
@@ -471,7 +469,7 @@ def main(argv=None):
 
     print("--- stage 3: reinforcement learning against the reward model", flush=True)
     t = time.time()
-    history = rl(policy, sft_model, reward_model, train, held_out_draw(test, max(1, c.eval_prompts // 4), c.seed + 4),
+    history = rl(policy, sft_model, reward_model, train, pick(test, max(1, c.eval_prompts // 4), c.seed + 4),
                  encode, decode, newline, c)
     times['RL'] = time.time() - t
     extras.save_atomic(c.ckpt_path, lambda f: torch.save(dict(

@@ -80,10 +80,10 @@ def test_the_batched_sampler_answers_each_prompt_as_alone_and_stops_at_the_newli
     torch.manual_seed(3)
     idx, starts, ends = assistant.answer(model, prompts, encode, newline)
     assert starts.tolist() == [5, 5, 8] and (ends <= 64).all()
+    full, _ = model(idx[:, :int(ends.max())])
     for b, p in enumerate(prompts):  # each row's last logits from its own prefix only, as if sampled alone
         row = idx[b:b + 1, :int(ends[b])]
         logits, _ = model(row)
-        full, _ = model(idx[:, :int(ends.max())])
         assert torch.allclose(logits[0, -1], full[b, int(ends[b]) - 1], atol=1e-5)
         assert decode(row[0, :len(p)].tolist()) == p
         said = decode(row[0, len(p):].tolist())
