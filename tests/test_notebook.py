@@ -74,6 +74,9 @@ def test_the_committed_notebook_shows_a_real_run_and_links_every_chapter():
     assert [c.execution_count for c in code] == list(range(1, len(code) + 1))  # top to bottom, once
     assert not any(o.output_type == 'error' for c in code for o in c.outputs)
     assert sum('image/png' in o.get('data', {}) for c in code for o in c.outputs) == PICTURES
+    samples = ''.join(o.get('text', '') for o in code[-1].outputs)  # untrained, 500 steps, a whole gpt.py run
+    assert [line.split(',')[0] for line in samples.splitlines() if line.startswith('--- ')] == [
+        '--- untrained:', '--- after 500 steps:', '--- the whole run in ckpt.pt']
     headings = [line for c in nb.cells if c.cell_type == 'markdown' for line in c.source.splitlines()
                 if line.startswith('## ')]
     chapters = [h for h in headings if f'({VIDEO}&t=' in h]
@@ -81,3 +84,13 @@ def test_the_committed_notebook_shows_a_real_run_and_links_every_chapter():
                                        or h == '## Where the video goes on' for h in headings), headings
     seconds = [int(re.search(r'&t=(\d+)s', h).group(1)) for h in chapters]
     assert seconds == sorted(seconds) and seconds[0] == 0  # in the video's order, from the intro
+
+
+def test_the_readme_maps_all_30_chapters_in_order_with_every_notebook_heading():
+    rows = re.findall(r'^\| (?:(\d+):)?(\d+):(\d\d) ', (ROOT / 'README.md').read_text(encoding='utf-8'), re.M)
+    seconds = [int(h or 0) * 3600 + int(m) * 60 + int(s) for h, m, s in rows]
+    assert len(seconds) == 30 and seconds == sorted(seconds) and seconds[0] == 0  # the video's 30 chapters
+    nb = nbformat.read(ROOT / 'gpt-dev.ipynb', as_version=4)
+    headings = {int(t) for c in nb.cells if c.cell_type == 'markdown'
+                for t in re.findall(r'^## \[.*?&t=(\d+)s', c.source, re.M)}
+    assert headings <= set(seconds), sorted(headings - set(seconds))
