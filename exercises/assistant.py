@@ -38,7 +38,8 @@ The stages, each a function below:
 
 Measured on held-out prompts for the base model (given the same prompt), after SFT and after RL: the
 judge's success rate, the reward model's mean reward, the KL to the SFT model, val loss on tiny
-Shakespeare (what the stages cost the document completer), and samples.
+Shakespeare (what the stages cost the document completer), samples, and what the reward model checks
+(`checks`: it checks the mark and not the letter, which the SFT model's pairs seldom differ in).
 
 `python gpt.py` first (its ckpt.pt is the base), then `python exercises/assistant.py --plot=assistant.png`;
 `--eval --seed=S` scores the saved pipeline again on held-out prompts drawn with seed S. Results:
@@ -342,6 +343,28 @@ def score(model, reference, reward_model, tasks, encode, decode, newline, c):
                 kl=divergence.mean().item(), said=said)
 
 
+def checks(reward_model, test, encode, c):
+    """Does the reward model check what the judge checks? Over the lines of the train split that meet a held-out
+    instruction: how often it scores a line under its own prompt above the same line under a prompt that asks for
+    another letter (and the same mark), and above it under one that asks for another mark (and the same letter)."""
+    g = torch.Generator().manual_seed(c.seed)
+    letters = sorted({t[0] for t in test})
+    shown = []
+    for t, lines in test.items():
+        for line in lines:
+            letter = [x for x in letters if x != t[0]][torch.randint(len(letters) - 1, (1,), generator=g)]
+            mark = [m for m in MARKS if m != t[1]][torch.randint(len(MARKS) - 1, (1,), generator=g)]
+            shown += [prompt(u) + line + '\n' for u in (t, letter + t[1], t[0] + mark)]
+    idx = torch.zeros(len(shown), max(map(len, shown)), dtype=torch.long)
+    for b, s in enumerate(shown):
+        idx[b, :len(s)] = torch.tensor(encode(s))
+    ends = torch.tensor([len(s) for s in shown])
+    with torch.no_grad(), extras.autocast(c.device, c.dtype):
+        r = torch.cat([rewards(reward_model.eval(), idx[i:i + 256].to(c.device), ends[i:i + 256])
+                       for i in range(0, len(shown), 256)]).view(-1, 3)
+    return (r[:, 0] > r[:, 1]).float().mean().item(), (r[:, 0] > r[:, 2]).float().mean().item()
+
+
 def pick(instructions, n, seed):
     """n prompts' instructions drawn with seed from instructions (with replacement: each is as likely)."""
     tasks = list(instructions)
@@ -371,6 +394,10 @@ def table(models, reference, reward_model, test, splits, encode, decode, newline
         print(f"{t}:")
         for name, s in rows.items():
             print(f"  {name:>4} {'+' if judge(t, s['said'][i]) else '-'} {s['said'][i].rstrip()!r}")
+    letter, mark = checks(reward_model, test, encode, c)
+    print(f"\nwhat the reward model checks, on the {sum(map(len, test.values()))} lines that meet a held-out "
+          f"instruction: it scores a line above the same line under a prompt that asks for another letter "
+          f"{letter:.1%} of the time, above it under one that asks for another mark {mark:.1%}")
     return rows
 
 

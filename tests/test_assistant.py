@@ -1,5 +1,6 @@
 """exercises/assistant.py at tiny sizes: the judge, the response-only mask, the KL, the reward model, an RL step."""
 import argparse
+import re
 import sys
 
 import pytest
@@ -120,6 +121,16 @@ def test_the_reward_model_learns_a_toy_preference(vocab):
     assert assistant.pair_accuracy(model, (idx, ends), test) > 0.9
 
 
+def test_the_checks_swap_the_prompts_letter_and_its_mark(text, vocab):
+    class LetterOnly(torch.nn.Module):  # rewards a response whose first letter is the prompt's, nothing else
+        def forward(self, idx):
+            return (idx[:, 5] == idx[:, 1]).float()[:, None, None].expand(*idx.shape, 1), None
+
+    test = assistant.tasks(text)[1]
+    letter, mark = assistant.checks(LetterOnly(), test, vocab[1], settings())
+    assert (letter, mark) == (1.0, 0.0)  # every line beats itself under another letter, never under another mark
+
+
 def test_one_rl_step_raises_a_toy_reward(vocab):
     chars, encode, _, newline = vocab
     e = encode('e')[0]
@@ -154,6 +165,7 @@ def test_the_whole_pipeline_runs_at_tiny_sizes_and_eval_scores_it_again(tmp_path
     out = capsys.readouterr().out
     assert list(result['rows']) == ['base', 'SFT', 'RL'] and [h[0] for h in result['history']] == [0, 1, 2]
     assert result['rows']['SFT']['kl'] == 0 and '| RL |' in out and (tmp_path / 'a.pt').is_file()
+    assert re.search(r'another letter \d+\.\d%.*another mark \d+\.\d%', out)  # what the reward model checks
     again = assistant.main(args + ['--eval', '--seed=2'])['rows']
     assert list(again) == ['base', 'SFT', 'RL'] and again['SFT']['kl'] == 0
     assert all(abs(again[k]['val'] - result['rows'][k]['val']) < 1e-5 for k in again)  # the same weights
