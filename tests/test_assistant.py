@@ -118,7 +118,8 @@ def test_the_reward_model_learns_a_toy_preference(vocab):
     model = assistant.reward_model_from(tiny(chars))
     assert assistant.pair_accuracy(model, (idx, ends), test) == 0  # a zero head: no preference (ties)
     model = assistant.train_reward_model(model, (idx, ends), train, settings())
-    assert assistant.pair_accuracy(model, (idx, ends), test) > 0.9
+    assert assistant.pair_accuracy(model, (idx, ends), test) > 0.9  # 100% for model seeds 0-4, float32 and
+    # bfloat16 (Intel Xeon, 2026-12-02)
 
 
 def test_the_checks_swap_the_prompts_letter_and_its_mark(text, vocab):
