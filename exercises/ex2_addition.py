@@ -210,7 +210,7 @@ def fit(model, cfg, batch, look):
     start = time.time()
     for it in range(cfg.max_iters + 1):
         if it % cfg.eval_interval == 0 or it == cfg.max_iters:  # a quick look at held-out problems
-            print(f"step {it}: loss {loss.item() if it else float('nan'):.4f}, held-out exact match {look()}, "
+            print(f"step {it}: loss {f'{loss.item():.4f}' if it else '(no step yet)'}, held-out exact match {look()}, "
                   f"{time.time() - start:.1f}s", flush=True)
         if it == cfg.max_iters:
             break

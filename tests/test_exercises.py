@@ -196,20 +196,19 @@ def test_above_three_digits_the_long_recipe_follows_from_digits_unless_given(tmp
 
 
 @pytest.mark.parametrize('dtype', ['bfloat16', 'float32'])
-def test_a_tiny_gpt_learns_two_digit_addition_and_eval_mode_scores_it(tmp_path, dtype):
-    """Two digits, not one: 1-digit addition has 100 problems, and its 5% held out are a handful of table
-    entries that nothing in the other 95 determines; with two digits the held-out ones need the rule.
-    --short=0.5 cuts half the operands short: without it a seed can sit at chance on the tens digit (seeds
-    1337 and 1 in bfloat16, 2 and 4 in float32 did, at 1000 steps); with it, these 750 steps gave seeds 1337,
-    1, 2, 3 and 4 99.6-100.00% in bfloat16 and 99.0-100.00% in float32 (Intel Xeon, 2026-12-01)."""
-    args = ['--digits=2', '--n_layer=2', '--n_embd=32', '--n_head=2', '--batch_size=128', '--max_iters=750',
-            '--eval_interval=750', '--eval_problems=500', '--learning_rate=1e-2', '--short=0.5', '--device=cpu',
+def test_a_tiny_gpt_learns_three_digit_addition_and_eval_mode_scores_it(tmp_path, dtype):
+    """The exercise's 3 digits at a tiny size, in each arithmetic. --short=0.5 cuts half the operands short:
+    without it a seed can sit at chance on the tens digit (2 digits, 1000 steps: seeds 1337 and 1 in bfloat16,
+    2 and 4 in float32 did); with it, these 500 steps gave seeds 1337 and 1-4 97.4-100.00% in bfloat16 and
+    98.6-100.00% in float32, 6-10 s each (Intel Xeon, 2026-12-02)."""
+    args = ['--digits=3', '--n_layer=2', '--n_embd=32', '--n_head=2', '--batch_size=128', '--max_iters=500',
+            '--eval_interval=500', '--eval_problems=500', '--learning_rate=1e-2', '--short=0.5', '--device=cpu',
             f'--dtype={dtype}']
     result = run_script('exercises/ex2_addition.py', *args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert 'following from' not in result.stdout  # up to 3 digits: the settings at the top
     exact = float(result.stdout.split('| 500 (seed 1337) | ')[1].split('%')[0])
-    assert exact > 90, result.stdout  # guessing gets 0.1%
+    assert exact > 90, result.stdout  # guessing the 4 answer digits gets 0.01%
     assert {f.name for f in tmp_path.iterdir()} == {'addition.pt'}
     if dtype == 'float32':  # --eval scores the saved model again, on other held-out problems
         again = run_script('exercises/ex2_addition.py', '--eval', '--seed=5', '--eval_problems=500', '--device=cpu',
