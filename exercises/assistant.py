@@ -346,7 +346,8 @@ def score(model, reference, reward_model, tasks, encode, decode, newline, c):
 def checks(reward_model, test, encode, c):
     """Does the reward model check what the judge checks? Over the lines of the train split that meet a held-out
     instruction: how often it scores a line under its own prompt above the same line under a prompt that asks for
-    another letter (and the same mark), and above it under one that asks for another mark (and the same letter)."""
+    another letter (and the same mark), and above it under one that asks for another mark (and the same letter).
+    A tie counts as a miss, so a reward model blind to the letter scores about half or less."""
     g = torch.Generator().manual_seed(c.seed)
     letters = sorted({t[0] for t in test})
     shown = []
