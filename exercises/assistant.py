@@ -361,8 +361,7 @@ def checks(reward_model, test, encode, c):
         idx[b, :len(s)] = torch.tensor(encode(s))
     ends = torch.tensor([len(s) for s in shown])
     with torch.no_grad(), extras.autocast(c.device, c.dtype):
-        r = torch.cat([rewards(reward_model.eval(), idx[i:i + 256].to(c.device), ends[i:i + 256])
-                       for i in range(0, len(shown), 256)]).view(-1, 3)
+        r = rewards(reward_model.eval(), idx.to(c.device), ends).view(-1, 3)
     return (r[:, 0] > r[:, 1]).float().mean().item(), (r[:, 0] > r[:, 2]).float().mean().item()
 
 

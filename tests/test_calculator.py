@@ -153,8 +153,8 @@ def test_a_tiny_calculator_learns_one_digit_addition_and_subtraction_and_answers
     for op in '+-':  # 200 draws of the 5 held-out 1-digit pairs (0-0, 0-7, 7-0, 7-8, 8-7): each counted once
         assert re.search(rf'\| \{op} \| 200 \(seed 1337\) \| [\d.]+% \| [0-5] of 5 \|', out), out
     model, cfg = calc.load(str(ckpt), 'cpu')
-    for op in '+-':  # every 1-digit problem the model trained on, answered exactly (so for seeds 1337, 1-4 in
-        # bfloat16 and float32, 7-12 s each; Intel Xeon, 2026-12-02)
+    for op in '+-':  # every 1-digit problem the model trained on, answered exactly (as it was for seeds 1337,
+        # 1-4 in bfloat16 and float32, 7-12 s each; Intel Xeon, 2026-12-02)
         a, b = torch.arange(10).repeat_interleave(10), torch.arange(10).repeat(10)
         seen = ~ex2.held_out(a, b)
         exact, _, whole = calc.score(model, op, a[seen], b[seen], 1, 'cpu')
