@@ -12,8 +12,8 @@ new to the model. The response is one line, ended by a newline. The judge is a r
 words or more, beginning with the capital L and ending with M (`judge`). The instructions: every
 letter-and-mark pair with at least 5 lines of tiny Shakespeare's train split that meet it (107);
 one in ten (a fixed hash) is held out, never in a training prompt, and every score below is on
-those 10. Why this task: it is checked by a rule, gpt.py's 2-layer CPU model does it for 40-56% of
-held-out prompts after under 2 minutes of fine-tuning, and the base model almost never (0.4-1.4%).
+those 10. Why this task: it is checked by a rule, gpt.py's 2-layer CPU model does it for 45-62% of
+held-out prompts after 2-3.5 minutes of fine-tuning, and the base model almost never (0.4-1.4%).
 The first version asked for a line that contains a word W; that model did not learn to copy a word
 out of the prompt in minutes (0.3% after 1500 steps of fine-tuning; 13% after 2000 at a learning rate
 that cost 0.8 of val loss).
@@ -23,13 +23,16 @@ The stages, each a function below:
    that meets the instruction. The loss counts the response only: the prompt's targets are -1, which
    `gpt.py`'s loss ignores (`ignore_index=-1`), as EX2 masks the problem.
 2. `train_reward_model`: `gpt.py`'s model (the SFT model's weights) with a scalar head in place of
-   `lm_head`: its output at the response's last character is the reward. It learns from pairs of
-   the SFT model's own samples for one prompt that the judge ranks (by how many of the three
-   requirements each meets: a line, the letter, the mark), as people rank samples for ChatGPT,
-   with the pairwise loss -log sigmoid(r_chosen - r_rejected).
+   `lm_head`: its outputs at the response's first and last characters, summed, are the reward. It
+   learns from pairs of the SFT model's samples for one prompt that the judge ranks (by how many of
+   the three requirements each meets: a line, the letter, the mark), as people rank samples for
+   ChatGPT, with the pairwise loss -log sigmoid(r_chosen - r_rejected). Each prompt's samples
+   include answers borrowed from a prompt for another letter, so that some pairs differ in the letter
+   (`preference_pairs` says why).
 3. `rl`: a policy gradient against the reward model (never the judge, so that reward hacking can
-   show): for each prompt `group` samples; each one's advantage is its reward minus the group's
-   mean, over the batch's standard deviation; the loss is -advantage x the response's log
+   show): for each prompt `group` samples, drawn at temperature 1.5 to explore (`rl_step` says
+   why); each one's advantage is its reward minus the group's mean, over the batch's standard
+   deviation; the loss is -advantage x the response's log
    probability, plus kl_coef x the KL to the SFT model (exact over the vocabulary at each response
    character). Why not PPO: PPO takes several steps on each batch of samples, clipping the ratio of
    new to old probabilities, with a value network for the baseline; with one step per batch the
@@ -39,7 +42,7 @@ The stages, each a function below:
 Measured on held-out prompts for the base model (given the same prompt), after SFT and after RL: the
 judge's success rate, the reward model's mean reward, the KL to the SFT model, val loss on tiny
 Shakespeare (what the stages cost the document completer), samples, and what the reward model checks
-(`checks`: it checks the mark and not the letter, which the SFT model's pairs seldom differ in).
+(`checks`: a line under its own prompt against the same line under a prompt for another letter or mark).
 
 `python gpt.py` first (its ckpt.pt is the base), then `python exercises/assistant.py --plot=assistant.png`;
 `--eval --seed=S` scores the saved pipeline again on held-out prompts drawn with seed S. Results:
@@ -62,16 +65,17 @@ from _shared import exercise_settings  # noqa: E402
 
 # settings (each can be changed on the command line: --name=value)
 base = 'ckpt.pt'         # the pretrained document completer: gpt.py's checkpoint
-sft_iters = 1000         # supervised fine-tuning steps
+sft_iters = 2000         # supervised fine-tuning steps
 sft_lr = 1e-3            # supervised fine-tuning's learning rate
 batch_size = 32          # demonstrations (SFT), pairs (reward model) or prompts (RL) per step
 rm_prompts = 1024        # training prompts the SFT model answers `group` times for the reward model's pairs
-rm_iters = 300           # reward-model training steps
+rm_iters = 1000          # reward-model training steps
 rm_lr = 1e-3             # the reward model's learning rate
 rl_iters = 300           # reinforcement-learning steps
 rl_lr = 1e-4             # the policy's learning rate in RL
+rl_temperature = 1.5     # RL samples hotter than the table does, to try wrong letters on training prompts
 group = 4                # samples per prompt, for the reward model's pairs and for RL's baseline
-kl_coef = 0.2            # weight of the KL to the SFT model in RL's loss
+kl_coef = 0.1            # weight of the KL to the SFT model in RL's loss
 eval_prompts = 500       # held-out prompts each model answers for the table
 eval_interval = 50       # during RL, score a quarter of the held-out prompts every this many steps
 seed = 1337              # random seed: the samples, the training order, and the held-out draw
@@ -184,9 +188,14 @@ def kl(logp, ref_logp, mask):
 
 
 def rewards(reward_model, idx, ends):
-    """The reward model's score of each response: its scalar output at the response's last character."""
+    """The reward model's score of each response: its scalar output at the response's first character plus its
+    output at the last. Why two places: read at the last character alone, this 2-layer model learned to check
+    the mark (the last character) and hardly the first letter, even from pairs that differ in it (`checks` on
+    seed 1337's SFT model: letter 54% after 300 steps, 92% after 1000, mark 90-91%; read at both, 100% and 100%
+    after 1000); at the first character, the letter is one attention step from the prompt's."""
     out, _ = reward_model(idx[:, :int(ends.max())])
-    return out[torch.arange(len(ends)), ends.to(out.device) - 1, 0].float()
+    rows, first = torch.arange(len(ends)), len(prompt('A.'))  # every prompt has the same length
+    return (out[rows, first, 0] + out[rows, ends.to(out.device) - 1, 0]).float()
 
 
 def reward_model_from(model):
@@ -238,17 +247,35 @@ def sft(model, train, text, encode, c):
 
 
 # ----------------------------------------------------------------------------- stage 2: the reward model
-def preference_pairs(model, tasks, encode, decode, newline, c):
+def preference_pairs(model, tasks, encode, decode, newline, c, borrow=True):
     """The SFT model answers each prompt `group` times and the judge ranks the answers by the requirements they
     meet: (chosen, rejected) index pairs into the samples, the chosen one meeting more for the same prompt.
-    Returns the samples, the pairs, and the share of samples that pass."""
-    prompts = [prompt(t) for t in tasks for _ in range(c.group)]
-    idx, starts, ends = answer(model, prompts, encode, newline)
-    ranks = [met(t, r) for t, r in zip((t for t in tasks for _ in range(c.group)),
-                                         responses(idx, starts, ends, decode))]
-    pairs = [(i * c.group + a, i * c.group + b) for i in range(len(tasks))
-             for a in range(c.group) for b in range(c.group) if ranks[i * c.group + a] > ranks[i * c.group + b]]
-    return (idx, ends), torch.tensor(pairs, dtype=torch.long).view(-1, 2), ranks.count(3) / len(ranks)
+    With borrow, each prompt's group also holds the answers to the next prompt of the draw that asks for the same
+    mark and another letter, shown as answers to this prompt (their first letter is wrong for it). Why: on a
+    training prompt the SFT model seldom writes a wrong first letter, so its own answers seldom differ in it, and
+    a reward model that never sees a pair differ in the letter does not learn to check it (measured: it ranked a
+    line above itself under a prompt for another letter 36-47% of the time, a coin).
+    Returns the samples, the pairs, and the share of the SFT model's own answers that pass."""
+    asked = [t for t in tasks for _ in range(c.group)]
+    idx, starts, ends = answer(model, [prompt(t) for t in asked], encode, newline)
+    said = responses(idx, starts, ends, decode)
+    rows, row_ends, groups = [idx], [ends], []
+    for i, t in enumerate(tasks):
+        group = [(i * c.group + a, met(t, said[i * c.group + a])) for a in range(c.group)]
+        lender = next((j for j in range(i + 1, i + len(tasks)) if tasks[j % len(tasks)][1] == t[1]
+                       and tasks[j % len(tasks)][0] != t[0]), None) if borrow else None
+        if lender is not None:
+            lent = slice(lender % len(tasks) * c.group, (lender % len(tasks) + 1) * c.group)
+            shown = idx[lent].clone()
+            shown[:, :starts[0]] = torch.tensor(encode(prompt(t)))  # every prompt has the same length
+            first = sum(len(r) for r in rows)
+            group += [(first + a, met(t, said[lent][a])) for a in range(c.group)]
+            rows.append(shown)
+            row_ends.append(ends[lent])
+        groups.append(group)
+    pairs = [(a, b) for group in groups for a, rank_a in group for b, rank_b in group if rank_a > rank_b]
+    return ((torch.cat(rows), torch.cat(row_ends)), torch.tensor(pairs, dtype=torch.long).view(-1, 2),
+            [met(t, s) for t, s in zip(asked, said)].count(3) / len(asked))
 
 
 def pair_accuracy(reward_model, samples, pairs):
@@ -283,9 +310,16 @@ def train_reward_model(reward_model, samples, pairs, c):
 def rl_step(policy, reference, reward, tasks, optimizer, encode, newline, c):
     """One policy-gradient step: sample `group` responses per prompt, score them with reward(idx, ends), and push
     up the log probability of those above their group's mean, with kl_coef x KL(policy || reference) as a
-    penalty. Returns the step's mean reward and mean KL."""
+    penalty. Returns the step's mean reward and mean KL.
+    The samples are drawn at rl_temperature (1.5), hotter than the model's own distribution that the update
+    pushes, so the gradient is not exactly the policy's (the samples come from a flatter one). Why: at
+    temperature 1 the SFT model writes the right first letter on nearly every training prompt, so a group's
+    answers share it, their advantages sum to zero, and RL learns nothing about the letter, while what it does
+    learn (the mark) wears away the letter on held-out prompts (seed 42: wrong first letters 87 to 137 of 500).
+    At 1.5 it sometimes writes a wrong one, the reward model marks it down, and there the letter held (87 to 81);
+    in two of six whole runs it still slips on held-out prompts (docs/exercises.md)."""
     prompts = [prompt(t) for t in tasks for _ in range(c.group)]
-    idx, starts, ends = answer(policy, prompts, encode, newline)
+    idx, starts, ends = answer(policy, prompts, encode, newline, c.rl_temperature)
     with torch.no_grad():
         r = reward(idx, ends)
         grouped = r.view(-1, c.group)
@@ -445,6 +479,8 @@ def main(argv=None):
     for name in ('sft_lr', 'rm_lr', 'rl_lr'):
         if not 0 < getattr(c, name) < float('inf'):
             p.error(f"--{name} must be a number above 0, like 1e-3, not {getattr(c, name)}")
+    if not 0 < c.rl_temperature < float('inf'):
+        p.error(f"--rl_temperature must be a number above 0, like 1.5, not {c.rl_temperature}")
     for name in ('sft_iters', 'rm_iters', 'rl_iters', 'kl_coef'):
         if not 0 <= getattr(c, name) < float('inf'):
             p.error(f"--{name} must be 0 or more, not {getattr(c, name)}")
@@ -481,7 +517,7 @@ def main(argv=None):
     rm_tasks = pick(train, c.rm_prompts, c.seed + 2)
     samples, pairs, rate = preference_pairs(policy, rm_tasks, encode, decode, newline, c)
     test_samples, test_pairs, _ = preference_pairs(policy, pick(test, max(64, c.rm_prompts // 4), c.seed + 3),
-                                                   encode, decode, newline, c)
+                                                   encode, decode, newline, c, borrow=False)  # its own answers
     print(f"{len(pairs)} training pairs from {len(rm_tasks) * c.group} samples (the SFT model passed {rate:.1%}); "
           f"{len(test_pairs)} held-out pairs")
     if len(pairs) == 0 or len(test_pairs) == 0:

@@ -34,7 +34,7 @@ def tiny(chars, seed=0, block_size=64):
 
 def settings(**more):
     return argparse.Namespace(**{**dict(group=4, kl_coef=0.0, device='cpu', dtype='float32', seed=0,
-                                        batch_size=16, rm_iters=60, rm_lr=3e-3), **more})
+                                        batch_size=16, rm_iters=60, rm_lr=3e-3, rl_temperature=1.0), **more})
 
 
 def test_the_judge_wants_a_line_with_the_letter_and_the_mark():
@@ -122,6 +122,40 @@ def test_the_reward_model_learns_a_toy_preference(vocab):
     # bfloat16 (Intel Xeon, 2026-12-02)
 
 
+def test_the_reward_is_read_at_the_responses_first_and_last_characters(vocab):
+    class Position(torch.nn.Module):  # outputs 2 ** position, so the sum says which positions were read
+        def forward(self, idx):
+            return (2.0 ** torch.arange(idx.size(1)))[None, :, None].expand(*idx.shape, 1), None
+
+    idx = torch.tensor([vocab[1]('$T?$\nTo be?\n')] * 2)
+    r = assistant.rewards(Position(), idx, torch.tensor([11, 8]))
+    assert r.tolist() == [2 ** 5 + 2 ** 10, 2 ** 5 + 2 ** 7]  # the first response character is at 5
+
+
+def test_the_reward_models_pairs_borrow_answers_to_a_prompt_for_another_letter(vocab, monkeypatch):
+    chars, encode, decode, newline = vocab
+    said = {'T?': ['To be or not?\n', 'To be or not.\n'], 'A?': ['Ay, to be sure?\n', 'A'],
+            'B!': ['Be gone, I say!\n', 'Be.\n']}
+
+    def answer(model, prompts, encode, newline):  # the SFT model's answers, made by hand
+        rows = [p + said[p[1:3]][i % 2] for i, p in enumerate(prompts)]
+        idx = torch.tensor([encode(r.ljust(24)) for r in rows])
+        return idx, torch.full((len(rows),), 5), torch.tensor([len(r) for r in rows])
+
+    monkeypatch.setattr(assistant, 'answer', answer)
+    (idx, ends), pairs, rate = assistant.preference_pairs(None, ['T?', 'A?', 'B!'], encode, decode, newline,
+                                                          settings(group=2))
+    shown = [decode(idx[b, :int(ends[b])].tolist()) for b in range(len(idx))]
+    assert shown[6:] == ['$T?$\nAy, to be sure?\n', '$T?$\nA', '$A?$\nTo be or not?\n', '$A?$\nTo be or not.\n']
+    # ranks under T?: 3, 2 (own), 2, 0 (borrowed); under A?: 3, 1 (own), 2, 1 (borrowed); B! has no partner
+    assert sorted(map(tuple, pairs.tolist())) == sorted([(0, 1), (0, 6), (0, 7), (1, 7), (6, 7), (2, 3), (2, 8),
+                                                         (2, 9), (8, 3), (8, 9), (4, 5)])
+    assert rate == 3 / 6  # of the model's own answers, not the borrowed ones
+    (idx, _), _, _ = assistant.preference_pairs(None, ['T?', 'A?'], encode, decode, newline, settings(group=2),
+                                                borrow=False)
+    assert len(idx) == 4
+
+
 def test_the_checks_swap_the_prompts_letter_and_its_mark(text, vocab):
     class LetterOnly(torch.nn.Module):  # rewards a response whose first letter is the prompt's, nothing else
         def forward(self, idx):
@@ -176,6 +210,7 @@ def test_the_whole_pipeline_runs_at_tiny_sizes_and_eval_scores_it_again(tmp_path
     (['--group=1'], "--group must be 2 or more (pairs and baselines need two samples of a prompt), not 1"),
     (['--rl_lr=0'], "--rl_lr must be a number above 0, like 1e-3, not 0.0"),
     (['--kl_coef=-1'], "--kl_coef must be 0 or more, not -1.0"),
+    (['--rl_temperature=0'], "--rl_temperature must be a number above 0, like 1.5, not 0.0"),
     (['--dtype=float16'], "--dtype must be auto, bfloat16 or float32, not 'float16'"),
 ])
 def test_bad_settings_give_one_line(args, message):
