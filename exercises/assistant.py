@@ -259,13 +259,12 @@ def preference_pairs(model, tasks, encode, decode, newline, c, borrow=True):
     asked = [t for t in tasks for _ in range(c.group)]
     idx, starts, ends = answer(model, [prompt(t) for t in asked], encode, newline)
     said = responses(idx, starts, ends, decode)
-    rows, row_ends, groups = [idx], [ends], []
+    rows, row_ends, groups, n = [idx], [ends], [], len(tasks)
     for i, t in enumerate(tasks):
         group = [(i * c.group + a, met(t, said[i * c.group + a])) for a in range(c.group)]
-        lender = next((j for j in range(i + 1, i + len(tasks)) if tasks[j % len(tasks)][1] == t[1]
-                       and tasks[j % len(tasks)][0] != t[0]), None) if borrow else None
-        if lender is not None:
-            lent = slice(lender % len(tasks) * c.group, (lender % len(tasks) + 1) * c.group)
+        lenders = [j % n for j in range(i + 1, i + n) if tasks[j % n][1] == t[1] and tasks[j % n][0] != t[0]]
+        if borrow and lenders:  # the first prompt after this one (wrapping round) for the same mark, another letter
+            lent = slice(lenders[0] * c.group, (lenders[0] + 1) * c.group)
             shown = idx[lent].clone()
             shown[:, :starts[0]] = torch.tensor(encode(prompt(t)))  # every prompt has the same length
             first = sum(len(r) for r in rows)
