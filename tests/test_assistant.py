@@ -210,7 +210,7 @@ def test_the_whole_pipeline_runs_at_tiny_sizes_and_eval_scores_it_again(tmp_path
     (['--group=1'], "--group must be 2 or more (pairs and baselines need two samples of a prompt), not 1"),
     (['--rl_lr=0'], "--rl_lr must be a number above 0, like 1e-3, not 0.0"),
     (['--kl_coef=-1'], "--kl_coef must be 0 or more, not -1.0"),
-    (['--rl_temperature=0'], "--rl_temperature must be a number above 0, like 1.5, not 0.0"),
+    (['--rl_temperature=0'], "--rl_temperature must be a number above 0, like 2.0, not 0.0"),
     (['--dtype=float16'], "--dtype must be auto, bfloat16 or float32, not 'float16'"),
 ])
 def test_bad_settings_give_one_line(args, message):
