@@ -187,9 +187,12 @@ def test_above_three_digits_the_long_recipe_follows_from_digits_unless_given(tmp
     ex2.main(['--digits=4', *tiny])
     out = capsys.readouterr().out
     assert ('following from the other settings: coupling=True, n_embd=128, learning_rate=0.002, batch_size=64, '
-            "short=0.75, dtype='float32' (give one on the command line to change it)") in out
+            "short=0.75, flash=True (give one on the command line to change it)") in out
     assert 'position coupling' in out
-    assert torch.load(tmp_path / 'addition.pt', weights_only=True)['config']['n_embd'] == 128
+    saved = torch.load(tmp_path / 'addition.pt', weights_only=True)['config']
+    assert saved['n_embd'] == 128 and saved['flash'] and saved['dtype'] == 'auto'
+    model, _ = ex2.load(str(tmp_path / 'addition.pt'), 'cpu')  # the fused attention comes back with the model
+    assert all(head.flash for block in model.blocks for head in block.sa.heads)
     ex2.main(['--digits=4', '--n_embd=64', '--coupling=False', *tiny])  # given: kept
     out = capsys.readouterr().out
     assert 'learning_rate=0.002, batch_size=64, short' in out and 'n_embd=128' not in out and 'coupling' not in out
