@@ -234,8 +234,8 @@ def save_atomic(path, write):
 @contextlib.contextmanager
 def ctrl_c_held():
     """Hold Ctrl-C (and Windows' Ctrl-Break) until the block ends, then act on it. A KeyboardInterrupt inside
-    torch.save aborts the whole process ("terminate called ...: write to closed file"): Ctrl-C just after an
-    evaluation line, while the checkpoints were written, ended a run with a C++ abort instead of its message."""
+    torch.save turns into a RuntimeError ("unexpected pos") or even a C++ abort: Ctrl-C just after an evaluation
+    line, while the checkpoints were written, ended a run with a traceback instead of its message."""
     names = [name for name in ('SIGINT', 'SIGBREAK') if hasattr(signal, name)]
     try:
         held = []
