@@ -237,8 +237,8 @@ def ctrl_c_held():
     torch.save turns into a RuntimeError ("unexpected pos") or even a C++ abort: Ctrl-C just after an evaluation
     line, while the checkpoints were written, ended a run with a traceback instead of its message."""
     names = [name for name in ('SIGINT', 'SIGBREAK') if hasattr(signal, name)]
+    held = []
     try:
-        held = []
         old = {name: signal.signal(getattr(signal, name), lambda *a: held.append(a)) for name in names}
     except ValueError:  # not the main thread: signals go to the main thread anyway
         yield

@@ -15,7 +15,7 @@ on problems it never saw? The setup, as the exercise suggests:
   recipe, in bfloat16 or float32;
 - --flash=True (on above 3 digits) runs attention in gpt.py's fused kernel: the same weights and math, but its
   attention scores stay float32 under bfloat16; the lecture's `q @ k.T` rounds them to bfloat16, which kept 2 of 7
-  10-digit runs at chance (docs/exercises.md, "The cause, measured");
+  10-digit runs at chance on an Intel Xeon (docs/exercises.md, "The cause, measured");
 - --coupling=True (on above 3 digits) replaces the learned positions by position coupling
   (Cho et al., 2024): each position gets a learned vector for the digit place it reads or predicts, shared by a's,
   b's and c's digits of that place (units 1, tens 2, ...; `=` predicts the units, each answer digit the next
@@ -66,8 +66,7 @@ flash = False          # attention in gpt.py's fused kernel, whose scores stay f
 # the vocabulary: digit d is token d (not a setting: its name is upper case)
 CHARS = '0123456789+='
 # above 3 digits, these take the place of the values above unless given on the command line (docs/exercises.md);
-# flash: with the lecture's lines in bfloat16, `q @ k.T` rounds the attention scores to bfloat16, and 2 of 7 runs
-# at 10 digits kept the units digit at chance; the fused kernel keeps the scores float32 (measured: docs/exercises.md)
+# flash: why, in the docstring's --flash above
 LONG = dict(coupling=True, n_embd=128, learning_rate=2e-3, batch_size=64, short=0.75, flash=True)
 
 
