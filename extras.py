@@ -40,7 +40,7 @@ DATA_SHA256 = '86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed'
 LECTURE = dict(batch_size=64, block_size=256, max_iters=5000, eval_interval=500, learning_rate=3e-4,
                eval_iters=200, n_embd=384, n_head=6, n_layer=6, dropout=0.2, warmup_iters=0,
                lr_decay=False, compile=True, flash=True)
-CPU = dict(batch_size=16, block_size=64, max_iters=7000, eval_interval=250, learning_rate=3e-3,
+CPU = dict(batch_size=48, block_size=64, max_iters=3000, eval_interval=250, learning_rate=3e-3,
            eval_iters=20, n_embd=128, n_head=2, n_layer=2, dropout=0.0, warmup_iters=50, lr_decay=True,
            compile=False, flash=False)
 
