@@ -13,6 +13,7 @@ from conftest import ROOT, assert_user_error, call
 sys.path.insert(0, str(ROOT / 'exercises'))
 import ex2_addition as ex2  # noqa: E402
 import ex2_calculator as calc  # noqa: E402
+from _shared import exercise_settings  # noqa: E402
 
 ALL = argparse.Namespace(digits=3, ops='+-*/', wrong_guesses=0.2)
 
@@ -184,3 +185,18 @@ def test_calculator_settings_errors(args, words, capsys):
 def test_calculator_without_a_checkpoint_says_so_in_one_line(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert_user_error(call(calc.main, '--eval'), 1, 'no checkpoint', 'calculator.pt')
+
+
+def test_flash_is_saved_and_rebuilt_and_older_checkpoints_load_without_it(tmp_path):
+    path = str(tmp_path / 'calculator.pt')
+    _, cfg = exercise_settings(calc.__file__, vars(calc), ['--digits=1', '--n_layer=1', '--n_embd=16', '--n_head=2',
+                                                            '--flash=True'], calc.__doc__)
+    model = calc.build(cfg)
+    extras.save_checkpoint(path, model, calc.CHARS, cfg, 0, 0.0)
+    loaded, saved = calc.load(path, 'cpu')
+    assert saved.flash and all(h.flash for b in loaded.blocks for h in b.sa.heads)
+    ckpt = torch.load(path, weights_only=True)
+    del ckpt['config']['flash']  # a checkpoint from before the setting: the lecture's attention lines
+    torch.save(ckpt, path)
+    loaded, saved = calc.load(path, 'cpu')
+    assert not saved.flash and not any(h.flash for b in loaded.blocks for h in b.sa.heads)
