@@ -5,10 +5,10 @@ start from that model and fine-tune on tiny Shakespeare with fewer steps and a l
 Is it better than training on tiny Shakespeare alone with the same budget?
 
 The setup: `gpt.py`'s CPU model (n_embd 128, 2 layers, context 64, batch 16) for every run.
-- Pretraining: `gpt.train` on the corpus for pretrain_iters steps (gpt.py's CPU learning rate 3e-3, cosine decay).
+- Pretraining: `gpt.train` on the corpus for pretrain_iters steps (3e-3, gpt.py's CPU learning rate then; with decay).
 - Fine-tuning: `gpt.train` on tiny Shakespeare with --init_from the pretrained checkpoint, finetune_iters
   steps at finetune_lr.
-- From scratch: the same finetune_iters steps on tiny Shakespeare from random weights, at gpt.py's 3e-3.
+- From scratch: the same finetune_iters steps on tiny Shakespeare from random weights, at 3e-3.
 Both tiny Shakespeare runs are timed, and their best val loss on tiny Shakespeare's val split is reported
 for each seed.
 
@@ -47,7 +47,7 @@ import torch
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import extras  # noqa: E402
 import gpt  # noqa: E402
-from _shared import exercise_settings  # noqa: E402
+from _shared import CPU_AS_MEASURED, exercise_settings  # noqa: E402
 
 # settings (each can be changed on the command line: --name=value)
 corpus = 'corpus.txt'     # the large pretraining text (any UTF-8 text: mapped onto tiny Shakespeare's characters)
@@ -55,7 +55,7 @@ prepare = False           # first build corpus from Debian's packages (see above
 seeds = '1337,42'         # comma-separated random seeds: every run once per seed
 pretrain_iters = 6000     # training steps on the corpus
 finetune_iters = 1500     # training steps on tiny Shakespeare, for fine-tuning and from scratch alike
-finetune_lr = 1e-3        # fine-tuning's learning rate (from scratch: gpt.py's CPU 3e-3)
+finetune_lr = 1e-3        # fine-tuning's learning rate (from scratch: 3e-3)
 eval_iters = 50           # batches averaged by each loss estimate
 device = 'cpu'            # 'cuda', 'mps' or 'cpu' (the model is gpt.py's CPU one on every device)
 input_file = 'input.txt'  # tiny Shakespeare (downloaded if this is missing)
@@ -181,10 +181,10 @@ def build_corpus(path, shakespeare):
 
 # ----------------------------------------------------------------------------- the comparison
 def train(c, seed, text_file, ckpt, iters, lr, init_from=''):
-    """One gpt.train run with gpt.py's CPU settings at batch 16 (docs/exercises.md's results were measured with
-    it; the CPU settings now take 48): (best val loss, seconds)."""
-    cfg = extras.parse_config([f'--device={c.device}', '--settings=cpu', '--batch_size=16', f'--input_file={text_file}',
-                               f'--seed={seed}', f'--ckpt_path={ckpt}', f'--max_iters={iters}', f'--learning_rate={lr}',
+    """One gpt.train run with gpt.py's CPU settings as they were when docs/exercises.md's results were measured
+    (batch 16): (best val loss, seconds)."""
+    cfg = extras.parse_config([f'--device={c.device}', *CPU_AS_MEASURED, f'--input_file={text_file}', f'--seed={seed}',
+                               f'--ckpt_path={ckpt}', f'--max_iters={iters}', f'--learning_rate={lr}',
                                f'--eval_interval={max(1, iters // 6)}', f'--eval_iters={c.eval_iters}',
                                f'--init_from={init_from}'])
     torch.manual_seed(seed)

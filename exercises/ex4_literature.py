@@ -2,9 +2,8 @@
 
 The question (the video's EX4): pick a change that people use in transformers and see whether it helps.
 The setup: the baseline is `python gpt.py` on a CPU: the lecture's architecture at the CPU settings
-(n_embd 128, 2 layers, context 64, AdamW at 3e-3 with warmup and decay, bfloat16 where the CPU has it;
-n_head as the CPU settings have it, 2 now, 4 when docs/exercises.md's tables were measured), at batch 16,
-the CPU settings' batch then (they take 48 now). Each change is built on gpt.py's own classes and trained by
+as they were when docs/exercises.md's tables were measured (n_embd 128, 2 layers, context 64, batch 16,
+AdamW at 3e-3 with warmup and decay, bfloat16 where the CPU has it; n_head is today's, 2, and was 4 then). Each change is built on gpt.py's own classes and trained by
 `gpt.train`: the same data, loop, schedule and evaluation. The changes, alone or joined with '+':
 - rope: rotary position embeddings in every head instead of the learned position table (Su et al. 2021)
 - tie: the lm_head shares the token embedding's weights (Press and Wolf 2017)
@@ -38,7 +37,7 @@ from torch.nn import functional as F
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import extras  # noqa: E402
 import gpt  # noqa: E402
-from _shared import exercise_settings  # noqa: E402
+from _shared import CPU_AS_MEASURED, exercise_settings  # noqa: E402
 
 # settings (each can be changed on the command line: --name=value)
 variants = 'baseline,rope,tie,swiglu,relu2,gelu,qknorm'  # comma-separated; join changes with +, like rope+tie
@@ -46,7 +45,7 @@ seeds = '1337,42,7'       # comma-separated random seeds: each variant once per 
 budget_iters = 2000       # the baseline's training steps (gpt.py's CPU run: 8000); the others get its wall time
 eval_interval = 100       # estimate the losses every this many steps
 target = 1.89             # report the time to the first val loss at or below this
-muon_lr = 0.02            # Muon's peak learning rate (AdamW's stays gpt.py's 3e-3; both follow gpt.py's schedule)
+muon_lr = 0.02            # Muon's peak learning rate (AdamW's stays at 3e-3; both follow gpt.py's schedule)
 device = 'cpu'            # the CPU settings are the baseline: 'cpu' (or 'cuda', 'mps' with the same small model)
 input_file = 'input.txt'  # tiny Shakespeare (downloaded if this is missing)
 
@@ -218,7 +217,7 @@ def train(variant, seed, iters, c):
     """gpt.train on the variant for iters steps: (best val, seconds, seconds to the target or None, parameters,
     [(seconds, val loss) at each evaluation])."""
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = extras.parse_config([f'--device={c.device}', '--settings=cpu', '--batch_size=16', f'--input_file={c.input_file}',
+        cfg = extras.parse_config([f'--device={c.device}', *CPU_AS_MEASURED, f'--input_file={c.input_file}',
                                 f'--seed={seed}', f'--ckpt_path={tmp}/ckpt.pt', f'--max_iters={iters}',
                                 f'--eval_interval={c.eval_interval}'])
         torch.manual_seed(seed)
@@ -241,7 +240,7 @@ def main(argv=None):
     for v in names:
         check_variant(v)
     names = ['baseline'] + [v for v in names if v != 'baseline']  # the budget is the baseline's
-    cfg = extras.parse_config([f'--device={c.device}', '--settings=cpu', '--batch_size=16', f'--input_file={c.input_file}'])
+    cfg = extras.parse_config([f'--device={c.device}', *CPU_AS_MEASURED, f'--input_file={c.input_file}'])
     chars, splits = gpt.load_data(cfg.input_file, cfg.block_size)
     per_step = step_times(names, len(chars), cfg, splits, c.muon_lr)
     iters = {v: round(c.budget_iters * per_step['baseline'] / per_step[v]) for v in names}

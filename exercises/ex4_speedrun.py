@@ -55,7 +55,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import extras  # noqa: E402
 import gpt  # noqa: E402
 import ex4_literature as literature  # noqa: E402
-from _shared import exercise_settings  # noqa: E402
+from _shared import CPU_AS_MEASURED, exercise_settings  # noqa: E402
 
 # settings (each can be changed on the command line: --name=value)
 record = 'clock,muon,batch32,wsd,relu2,zeroinit,softcap,vembed,ns3,bsched,ctxsched'  # each added to the rows above
@@ -83,8 +83,8 @@ class SoftCap(nn.Module):
 
 
 def settings(changes, c):
-    """gpt.py's CPU settings at batch 16 (theirs when this exercise was measured; 48 now), or batch32's batch."""
-    cfg = extras.parse_config([f'--device={c.device}', '--settings=cpu', '--batch_size=16', f'--input_file={c.input_file}'])
+    """gpt.py's CPU settings as they were when this exercise was measured (batch 16), or with batch32's batch."""
+    cfg = extras.parse_config([f'--device={c.device}', *CPU_AS_MEASURED, f'--input_file={c.input_file}'])
     if 'batch32' in changes:
         cfg.batch_size = 32
     return cfg

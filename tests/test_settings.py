@@ -175,7 +175,8 @@ def test_resume_errors(tmp_path):
                               f'--ckpt_path={tmp_path / "ckpt.pt"}'])
     with pytest.raises(extras.UserError, match='other settings') as e:
         extras.load_resume(other, model, optimizer, chars)
-    assert '--n_embd=32' in str(e.value) and '--learning_rate=0.003' in str(e.value)  # the stopped run's values
+    assert str(e.value) == (f"the run at {tmp_path / 'ckpt.resume.pt'} had other settings or text: resume with the "
+                            f"same ones (--learning_rate={extras.CPU['learning_rate']} --n_embd=32)")  # the stopped run's
     with pytest.raises(extras.UserError, match='other characters'):
         extras.load_resume(cfg, model, optimizer, chars[:-1] + ['~'])
     (tmp_path / 'ckpt.resume.pt').write_bytes(b'garbage')
