@@ -12,8 +12,8 @@ new to the model. The response is one line, ended by a newline. The judge is a r
 words or more, beginning with the capital L and ending with M (`judge`). The instructions: every
 letter-and-mark pair with at least 5 lines of tiny Shakespeare's train split that meet it (107);
 one in ten (a fixed hash) is held out, never in a training prompt, and every score below is on
-those 10. Why this task: it is checked by a rule, gpt.py's 2-layer CPU model does it for 45-62% of
-held-out prompts after 2-3.5 minutes of fine-tuning, and the base model almost never (0.4-1.4%).
+those 10. Why this task: it is checked by a rule, gpt.py's 2-layer CPU model does it for 60-72% of
+held-out prompts after 1.5-3.5 minutes of fine-tuning, and the base model almost never (0.2-0.8%).
 The first version asked for a line that contains a word W; that model did not learn to copy a word
 out of the prompt in minutes (0.3% after 1500 steps of fine-tuning; 13% after 2000 at a learning rate
 that cost 0.8 of val loss).
@@ -27,14 +27,14 @@ The stages, each a function below:
    learns from pairs of the SFT model's samples for one prompt that the judge ranks (by how many of
    the three requirements each meets: a line, the letter, the mark), as people rank samples for
    ChatGPT, with the pairwise loss -log sigmoid(r_chosen - r_rejected). Each prompt's samples
-   include answers borrowed from a prompt for another letter, so that some pairs differ in the letter
-   (`preference_pairs` says why).
+   include answers borrowed from a prompt for another letter and from one for another mark, so that
+   some pairs differ in the letter alone and some in the mark alone (`preference_pairs` says why).
 3. `rl`: a policy gradient against the reward model (never the judge, so that reward hacking can
    show): for each prompt `group` samples, drawn at temperature 2.0 to explore (`rl_step` says
    why); each one's advantage is its reward minus the group's mean, over the batch's standard
    deviation; the loss is -advantage x the response's log
    probability, plus kl_coef x the KL to the SFT model (exact over the vocabulary at each response
-   character). Why not PPO: PPO takes several steps on each batch of samples, clipping the ratio of
+   character; 0.2, as `rl` says). Why not PPO: PPO takes several steps on each batch of samples, clipping the ratio of
    new to old probabilities, with a value network for the baseline; with one step per batch the
    ratio is 1 and its gradient is this one, and the group's mean replaces the value network
    (nanochat's chat_rl and GRPO do the same).
@@ -66,7 +66,7 @@ from _shared import exercise_settings  # noqa: E402
 # settings (each can be changed on the command line: --name=value)
 base = 'ckpt.pt'         # the pretrained document completer: gpt.py's checkpoint
 sft_iters = 2000         # supervised fine-tuning steps
-sft_lr = 1e-3            # supervised fine-tuning's learning rate
+sft_lr = 1e-3            # supervised fine-tuning's learning rate at its first step, decayed linearly to 0
 batch_size = 32          # demonstrations (SFT), pairs (reward model) or prompts (RL) per step
 rm_prompts = 1024        # training prompts the SFT model answers `group` times for the reward model's pairs
 rm_iters = 1000          # reward-model training steps
@@ -75,7 +75,7 @@ rl_iters = 300           # reinforcement-learning steps
 rl_lr = 1e-4             # the policy's learning rate in RL
 rl_temperature = 2.0     # RL samples hotter than the table does, to try wrong letters on training prompts
 group = 4                # samples per prompt, for the reward model's pairs and for RL's baseline
-kl_coef = 0.1            # weight of the KL to the SFT model in RL's loss
+kl_coef = 0.2            # weight of the KL to the SFT model in RL's loss
 eval_prompts = 500       # held-out prompts each model answers for the table
 eval_interval = 50       # during RL, score a quarter of the held-out prompts every this many steps
 seed = 1337              # random seed: the samples, the training order, and the held-out draw
@@ -227,11 +227,16 @@ def demonstrations(train, n, encode, T, generator):
 def sft(model, train, text, encode, c):
     """Supervised fine-tuning: the lecture's training loop on demonstrations, the loss on the response only,
     plus the lecture's loss on a batch of tiny Shakespeare, so that the model stays a document completer
-    (InstructGPT mixes pretraining batches into its RL the same way)."""
+    (InstructGPT mixes pretraining batches into its RL the same way). The learning rate decays linearly to 0, as
+    the base's did, so that SFT ends settled: at a constant sft_lr, the base of gpt.py's CPU settings lost 0.086
+    of val loss in SFT (seed 1337, bfloat16); decayed, 0.043, and the SFT model passed 72.2% of held-out prompts
+    where it had passed 67.8%."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=c.sft_lr)
     g = torch.Generator().manual_seed(c.seed)
     model.train()
     for it in range(c.sft_iters):
+        for param_group in optimizer.param_groups:
+            param_group['lr'] = c.sft_lr * (1 - it / c.sft_iters)
         xb, yb = demonstrations(train, c.batch_size, encode, model.block_size, g)
         xt, yt = gpt.get_batch(text, c.batch_size, model.block_size, c.device, g)
         with extras.autocast(c.device, c.dtype):
@@ -251,10 +256,15 @@ def preference_pairs(model, tasks, encode, decode, newline, c, borrow=True):
     """The SFT model answers each prompt `group` times and the judge ranks the answers by the requirements they
     meet: (chosen, rejected) index pairs into the samples, the chosen one meeting more for the same prompt.
     With borrow, each prompt's group also holds the answers to the next prompt of the draw that asks for the same
-    mark and another letter, shown as answers to this prompt (their first letter is wrong for it). Why: on a
-    training prompt the SFT model seldom writes a wrong first letter, so its own answers seldom differ in it, and
-    a reward model that never sees a pair differ in the letter does not learn to check it (measured: it ranked a
-    line above itself under a prompt for another letter 36-47% of the time, a coin).
+    mark and another letter, and to the next one that asks for the same letter and another mark, shown as answers
+    to this prompt (their first letter, or their mark, is wrong for it). Why: on a training prompt the SFT model
+    seldom writes a wrong first letter, so its own answers seldom differ in it, and a reward model that never sees
+    a pair differ in the letter does not learn to check it (measured: it ranked a line above itself under a prompt
+    for another letter 36-47% of the time, a coin). The mark: its own answers do differ in it, but a reward model
+    can learn which marks go with which training instruction instead of comparing the mark with the prompt's; one
+    (seed 1337, float32) then ranked a line under its own prompt above it under one for another mark 44.4% of the
+    time on held-out instructions, and RL closed 10% of SFT's distance to 100%. Borrowed answers differ from the
+    prompt's own in the one requirement the prompt changed, so the comparison is what tells them apart.
     Returns the samples, the pairs, and the share of the SFT model's own answers that pass."""
     asked = [t for t in tasks for _ in range(c.group)]
     idx, starts, ends = answer(model, [prompt(t) for t in asked], encode, newline)
@@ -262,8 +272,11 @@ def preference_pairs(model, tasks, encode, decode, newline, c, borrow=True):
     rows, row_ends, groups, n = [idx], [ends], [], len(tasks)
     for i, t in enumerate(tasks):
         group = [(i * c.group + a, met(t, said[i * c.group + a])) for a in range(c.group)]
-        lenders = [j % n for j in range(i + 1, i + n) if tasks[j % n][1] == t[1] and tasks[j % n][0] != t[0]]
-        if borrow and lenders:  # the first prompt after this one (wrapping round) for the same mark, another letter
+        for kept in ((1, 0) if borrow else ()):  # the same mark and another letter, then the same letter
+            lenders = [j % n for j in range(i + 1, i + n)  # the first such prompt after this one, wrapping round
+                       if tasks[j % n][kept] == t[kept] and tasks[j % n][1 - kept] != t[1 - kept]]
+            if not lenders:
+                continue
             lent = slice(lenders[0] * c.group, (lenders[0] + 1) * c.group)
             shown = idx[lent].clone()
             shown[:, :starts[0]] = torch.tensor(encode(prompt(t)))  # every prompt has the same length
@@ -349,7 +362,11 @@ def rl_step(policy, reference, reward, tasks, optimizer, encode, newline, c):
 
 def rl(policy, reference, reward_model, train, test_tasks, encode, decode, newline, c):
     """Reinforcement learning against the reward model; every eval_interval steps the judge, the reward model and
-    the KL on a quarter of the held-out prompts. Returns the history [(step, success, reward, KL)]."""
+    the KL on a quarter of the held-out prompts. Returns the history [(step, success, reward, KL)].
+    kl_coef is 0.2: RL alone from one SFT model of gpt.py's CPU base (seed 1337, bfloat16) raised the val loss
+    0.050 above SFT's at 0.1 (passing 94.6% of held-out prompts) and 0.036 at 0.2 (92.6%), and the pipeline must
+    keep the base's val loss within 0.1. A batch of tiny Shakespeare in each RL step's loss, as in SFT, did not
+    (0.052 at 0.1), so RL has none."""
     optimizer = torch.optim.AdamW(policy.parameters(), lr=c.rl_lr)
     tasks, g, history = list(train), torch.Generator().manual_seed(c.seed + 1), []
     prompts_per_step = max(1, c.batch_size // c.group)

@@ -132,10 +132,10 @@ def test_the_reward_is_read_at_the_responses_first_and_last_characters(vocab):
     assert r.tolist() == [2 ** 5 + 2 ** 10, 2 ** 5 + 2 ** 7]  # the first response character is at 5
 
 
-def test_the_reward_models_pairs_borrow_answers_to_a_prompt_for_another_letter(vocab, monkeypatch):
+def test_the_reward_models_pairs_borrow_answers_to_prompts_for_another_letter_and_another_mark(vocab, monkeypatch):
     chars, encode, decode, newline = vocab
     said = {'T?': ['To be or not?\n', 'To be or not.\n'], 'A?': ['Ay, to be sure?\n', 'A'],
-            'B!': ['Be gone, I say!\n', 'Be.\n']}
+            'B!': ['Be gone, I say!\n', 'Be.\n'], 'T!': ['To arms, to arms!\n', 'To']}
 
     def answer(model, prompts, encode, newline):  # the SFT model's answers, made by hand
         rows = [p + said[p[1:3]][i % 2] for i, p in enumerate(prompts)]
@@ -143,14 +143,24 @@ def test_the_reward_models_pairs_borrow_answers_to_a_prompt_for_another_letter(v
         return idx, torch.full((len(rows),), 5), torch.tensor([len(r) for r in rows])
 
     monkeypatch.setattr(assistant, 'answer', answer)
-    (idx, ends), pairs, rate = assistant.preference_pairs(None, ['T?', 'A?', 'B!'], encode, decode, newline,
+    (idx, ends), pairs, rate = assistant.preference_pairs(None, ['T?', 'A?', 'B!', 'T!'], encode, decode, newline,
                                                           settings(group=2))
     shown = [decode(idx[b, :int(ends[b])].tolist()) for b in range(len(idx))]
-    assert shown[6:] == ['$T?$\nAy, to be sure?\n', '$T?$\nA', '$A?$\nTo be or not?\n', '$A?$\nTo be or not.\n']
-    # ranks under T?: 3, 2 (own), 2, 0 (borrowed); under A?: 3, 1 (own), 2, 1 (borrowed); B! has no partner
-    assert sorted(map(tuple, pairs.tolist())) == sorted([(0, 1), (0, 6), (0, 7), (1, 7), (6, 7), (2, 3), (2, 8),
-                                                         (2, 9), (8, 3), (8, 9), (4, 5)])
-    assert rate == 3 / 6  # of the model's own answers, not the borrowed ones
+    assert shown[8:] == [  # rows 0-7 are the model's own answers, two per prompt
+        '$T?$\nAy, to be sure?\n', '$T?$\nA',            # under T?: A?'s (the same mark, another letter)
+        '$T?$\nTo arms, to arms!\n', '$T?$\nTo',          # and T!'s (the same letter, another mark)
+        '$A?$\nTo be or not?\n', '$A?$\nTo be or not.\n',  # under A?: T?'s; no prompt for A and another mark
+        '$B!$\nTo arms, to arms!\n', '$B!$\nTo',          # under B!: T!'s
+        '$T!$\nBe gone, I say!\n', '$T!$\nBe.\n',        # under T!: B!'s, then T?'s (wrapping round)
+        '$T!$\nTo be or not?\n', '$T!$\nTo be or not.\n']
+    # the judge's ranks (requirements met): under T? 3, 2 (own), 2, 0, 2, 1 (borrowed); under A? 3, 1, 2, 1;
+    # under B! 3, 1, 2, 0; under T! 3, 1, 2, 0, 2, 2
+    groups = [([0, 1, 8, 9, 10, 11], [3, 2, 2, 0, 2, 1]), ([2, 3, 12, 13], [3, 1, 2, 1]),
+              ([4, 5, 14, 15], [3, 1, 2, 0]), ([6, 7, 16, 17, 18, 19], [3, 1, 2, 0, 2, 2])]
+    expected = [(a, b) for rows, ranks in groups
+                for a, ra in zip(rows, ranks) for b, rb in zip(rows, ranks) if ra > rb]
+    assert sorted(map(tuple, pairs.tolist())) == sorted(expected)
+    assert rate == 4 / 8  # of the model's own answers, not the borrowed ones
     (idx, _), _, _ = assistant.preference_pairs(None, ['T?', 'A?'], encode, decode, newline, settings(group=2),
                                                 borrow=False)
     assert len(idx) == 4
