@@ -214,10 +214,13 @@ def fit(model, cfg, batch, look):
     their targets, on gpt.py's schedule, printing look() (held-out exact match) every eval_interval steps: (training
     seconds, last loss). The calculator trains with it too, its long rows a part of their own."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, fused=cfg.device in ('cuda', 'cpu'))
-    start = time.time()
+    start, looking = time.time(), 0.0
     for it in range(cfg.max_iters + 1):
         if it % cfg.eval_interval == 0 or it == cfg.max_iters:  # a quick look at held-out problems
-            print(f"step {it}: loss {f'{loss.item():.4f}' if it else '(no step yet)'}, held-out exact match {look()}, "
+            t = time.time()
+            seen = look()
+            looking += time.time() - t
+            print(f"step {it}: loss {f'{loss.item():.4f}' if it else '(no step yet)'}, held-out exact match {seen}, "
                   f"{time.time() - start:.1f}s", flush=True)
         if it == cfg.max_iters:
             break
@@ -230,7 +233,7 @@ def fit(model, cfg, batch, look):
         loss.backward()
         optimizer.step()
     seconds = time.time() - start
-    print(f"trained in {seconds:.1f}s (held-out checks included)")
+    print(f"trained in {seconds:.1f}s: {seconds - looking:.1f}s of steps, {looking:.1f}s of held-out looks")
     return seconds, loss.item()
 
 
