@@ -13,7 +13,7 @@ words or more, beginning with the capital L and ending with M (`judge`). The ins
 letter-and-mark pair with at least 5 lines of tiny Shakespeare's train split that meet it (107);
 one in ten (a fixed hash) is held out, never in a training prompt, and every score below is on
 those 10. Why this task: it is checked by a rule, gpt.py's 2-layer CPU model does it for 60-72% of
-held-out prompts after 1.5-3.5 minutes of fine-tuning, and the base model almost never (0.2-0.8%).
+held-out prompts after 1.5-3.6 minutes of fine-tuning, and the base model almost never (0.2-0.8%).
 The first version asked for a line that contains a word W; that model did not learn to copy a word
 out of the prompt in minutes (0.3% after 1500 steps of fine-tuning; 13% after 2000 at a learning rate
 that cost 0.8 of val loss).
@@ -32,12 +32,11 @@ The stages, each a function below:
 3. `rl`: a policy gradient against the reward model (never the judge, so that reward hacking can
    show): for each prompt `group` samples, drawn at temperature 2.0 to explore (`rl_step` says
    why); each one's advantage is its reward minus the group's mean, over the batch's standard
-   deviation; the loss is -advantage x the response's log
-   probability, plus kl_coef x the KL to the SFT model (exact over the vocabulary at each response
-   character; 0.2, as `rl` says). Why not PPO: PPO takes several steps on each batch of samples, clipping the ratio of
-   new to old probabilities, with a value network for the baseline; with one step per batch the
-   ratio is 1 and its gradient is this one, and the group's mean replaces the value network
-   (nanochat's chat_rl and GRPO do the same).
+   deviation; the loss is -advantage x the response's log probability, plus kl_coef x the KL to the
+   SFT model (exact over the vocabulary at each response character; 0.2, `rl` says why). Why not PPO:
+   PPO takes several steps on each batch of samples, clipping the ratio of new to old probabilities,
+   with a value network for the baseline; with one step per batch the ratio is 1 and its gradient is
+   this one, and the group's mean replaces the value network (nanochat's chat_rl and GRPO do the same).
 
 Measured on held-out prompts for the base model (given the same prompt), after SFT and after RL: the
 judge's success rate, the reward model's mean reward, the KL to the SFT model, val loss on tiny
