@@ -33,7 +33,7 @@ on problems it never saw? The setup:
 - --flash=True runs attention in gpt.py's fused kernel (the same weights and math, scores kept float32 under
   bfloat16, as the addition exercise does above 3 digits): with it, seeds 2 and 42 met all four goals in bfloat16
   where the lecture's lines did not, and seeds 1337, 7 and 1 too (docs/exercises.md); not yet the default: 5
-  seeds of 5 in bfloat16 only (seeds 7 and 1: steps 17.8-18.1 minutes; the others timed with the looks, 21-22).
+  seeds of 5 in bfloat16 only (seeds 7 and 1: steps 17.8-18.1 minutes; the others timed with the looks, 20.8-22.1).
 
 `python exercises/ex2_calculator.py` trains and scores every operation on held-out problems; `--eval` scores the
 saved checkpoint again; `--ask=123*456` shows the model's work and answer. Results: docs/exercises.md."""
