@@ -9,7 +9,7 @@ on problems it never saw? The setup:
 - `--near=0.2`, a trial (off by default): a fifth of training's subtractions take a's digits above a random place
   below the top, so the comparison is often decided at the tens or the units. In uniform draws that happens almost
   only for 1-digit pairs, some of them held out, and a model can write 7-8 as `====+900.`, 7 = 8 at the units. It
-  fixed that, but one seed of three then missed division (docs/exercises.md), so it is not the default;
+  fixed that, but seed 1337 then missed division in both precisions (docs/exercises.md): not the default;
 - every row is `aaa?bbb=` (operands zero-padded), then the work, then the answer, then `.`; answers are written
   units first, as in the addition exercise, so each digit depends on digits already written:
   - `+`: the sum, `digits`+1 digits.                                      123+045=8610.  (168)
