@@ -6,10 +6,6 @@ on problems it never saw? The setup:
   as large ones, so division meets every size of divisor and quotient); the operation drawn uniformly from --ops;
 - held out by `ex2_addition.held_out`, the same rule as the addition exercise: a pair (a, b) set aside is never
   trained on, in any operation (nor is (b, a));
-- `--near=0.2`, a trial (off by default): a fifth of training's subtractions take a's digits above a random place
-  below the top, so the comparison is often decided at the tens or the units. In uniform draws that happens almost
-  only for 1-digit pairs, some of them held out, and a model can write 7-8 as `====+900.`, 7 = 8 at the units. It
-  fixed that, but seed 1337 then missed division in both precisions (docs/exercises.md): not the default;
 - every row is `aaa?bbb=` (operands zero-padded), then the work, then the answer, then `.`; answers are written
   units first, as in the addition exercise, so each digit depends on digits already written:
   - `+`: the sum, `digits`+1 digits.                                      123+045=8610.  (168)
@@ -65,7 +61,6 @@ learning_rate = 2e-3   # AdamW's peak learning rate
 warmup_iters = 100     # steps of linear learning-rate warmup
 lr_decay = True        # cosine-decay the learning rate to a tenth of it by max_iters
 wrong_guesses = 0.2    # share of division's guesses made one off in training (not learned), for the check to correct
-near = 0.0             # share of training's subtractions whose operands agree above a random place (agreeing())
 eval_interval = 1000   # score 250 held-out problems per operation every this many steps
 eval_problems = 10000  # held-out problems per operation scored at the end, and by --eval
 seed = 1337            # random seed for the model, the training problems and the held-out draw
@@ -91,19 +86,6 @@ def numbers(shape, generator, digits):
 def draw(n, digits, generator, testing=False):
     """n problems (a, b) from the training part, or from the held-out part if testing: the addition exercise's rule."""
     return addition.draw(n, digits, generator, testing, numbers=lambda shape, g: numbers(shape, g, digits))
-
-
-def agreeing(a, b, digits, share, generator):
-    """b, but for a share of the pairs: a's digits above a random place (not the top), then b's own. The comparison
-    that subtraction writes first is decided at the first place where a and b differ; a place below the top decides
-    only when every digit above it agrees, which uniform draws rarely give (and 1-digit pairs, the units' commonest
-    case, are partly held out): without these pairs a model can miss 7 < 8 at the units (docs/exercises.md).
-    A new pair that the held-out rule sets aside keeps its b."""
-    if digits == 1 or share == 0:
-        return b
-    place = 10 ** torch.randint(1, digits, b.shape, generator=generator)  # b keeps its digits below this
-    new = a // place * place + b % place
-    return torch.where((torch.rand(b.shape, generator=generator) < share) & ~addition.held_out(a, new), new, b)
 
 
 def units_first(x, width):
@@ -194,9 +176,8 @@ def get_batch(n, cfg, generator, device, testing=False):
         i = (which == k).nonzero()[:, 0]
         off = torch.rand(len(i), cfg.digits, generator=generator) < (cfg.wrong_guesses if op == '/' else 0)
         nudge = off * (torch.randint(2, off.shape, generator=generator) * 2 - 1)  # one off, up or down
-        ai, bi = a[i], agreeing(a[i], b[i], cfg.digits, cfg.near, generator) if op == '-' else b[i]
-        w = work(op, ai, bi, cfg.digits, nudge)
-        rows[i, :p + w.shape[1]] = torch.cat([prompt(op, ai, bi, cfg.digits), w], 1)
+        w = work(op, a[i], b[i], cfg.digits, nudge)
+        rows[i, :p + w.shape[1]] = torch.cat([prompt(op, a[i], b[i], cfg.digits), w], 1)
         first_end = (w == END).long().argmax(1)  # the first `.`: what comes after it is padding
         mask[i, :p + w.shape[1]] = torch.arange(p + w.shape[1]) <= p + first_end[:, None]
         if op == '/':  # a wrong guess is no target: only the check after it, and its correction, are learned
@@ -308,8 +289,6 @@ def main(argv=None):
         p.error(f"--ops must name each of + - * / at most once, like --ops=+-*/ or --ops=+-, not {cfg.ops!r}")
     if not 0 < cfg.learning_rate < float('inf') or cfg.warmup_iters < 0:
         p.error("--learning_rate must be above 0 and finite, and --warmup_iters 0 or more")
-    if not 0 <= cfg.near <= 1:
-        p.error(f"--near must be a share from 0 to 1, like 0.2, not {cfg.near}")
     if not 0 <= cfg.wrong_guesses < 1:
         p.error(f"--wrong_guesses must be a share from 0 up to (not including) 1, like 0.2, not {cfg.wrong_guesses}")
     if cfg.n_embd % cfg.n_head:

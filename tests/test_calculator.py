@@ -15,7 +15,7 @@ import ex2_addition as ex2  # noqa: E402
 import ex2_calculator as calc  # noqa: E402
 from _shared import exercise_settings  # noqa: E402
 
-ALL = argparse.Namespace(digits=3, ops='+-*/', wrong_guesses=0.2, near=0.5)
+ALL = argparse.Namespace(digits=3, ops='+-*/', wrong_guesses=0.2)
 
 
 def text(tokens):
@@ -144,27 +144,6 @@ def test_the_held_out_rule_is_the_addition_exercises_and_never_leaks_into_traini
     assert (held[1] == 0).sum() > 100  # held-out divisions by zero exist and are scored too
 
 
-def test_near_subtractions_agree_above_a_place_so_the_units_decide_often_and_none_is_held_out():
-    g = torch.Generator().manual_seed(0)
-    a, b = calc.draw(20000, 3, g)
-    new = calc.agreeing(a, b, 3, 0.5, g)
-    changed = new != b
-    assert 0.25 < changed.float().mean() < 0.45  # half are drawn; some keep their b (a's top digits are b's already)
-    for place in (10, 100):  # a changed pair agrees with a above one of the two lower places, and keeps b's below it
-        agree = (new // place == a // place) & (new % place == b % place)
-        assert agree[changed].float().mean() > 0.3
-    assert ((new // 10 == a // 10) | (new // 100 == a // 100) | ~changed).all()
-    assert not ex2.held_out(a, new).any()
-    units_decide = lambda b: ((a // 10 == b // 10) & (a % 10 != b % 10)).float().mean()
-    assert units_decide(b) < 0.13 and units_decide(new) > 0.2  # uniform draws: nearly all of it 1-digit pairs
-    assert (calc.agreeing(a, b, 3, 0.0, g) == b).all() and (calc.agreeing(a % 10, b % 10, 1, 0.5, g) == b % 10).all()
-    x, _ = calc.get_batch(4000, ALL, torch.Generator().manual_seed(1), 'cpu')  # batches use it for - only
-    places = torch.tensor([100, 10, 1])
-    a, b, op = (x[:, 0:3] * places).sum(1), (x[:, 4:7] * places).sum(1), x[:, 3]
-    close = (a // 10 == b // 10) & (a >= 10)  # 2-3 digits that agree above the units: rare unless made near
-    assert close[op == calc.CHARS.index('-')].float().mean() > 5 * close[op == calc.CHARS.index('+')].float().mean()
-
-
 def test_a_tiny_calculator_learns_one_digit_addition_and_subtraction_and_answers_a_question(tmp_path, capsys):
     ckpt = tmp_path / 'calculator.pt'
     result = calc.main(['--digits=1', '--ops=+-', '--n_layer=2', '--n_embd=48', '--n_head=2', '--batch_size=128',
@@ -194,7 +173,6 @@ def test_a_tiny_calculator_learns_one_digit_addition_and_subtraction_and_answers
     (['--digits=7'], ['--digits']),
     (['--learning_rate=0'], ['--learning_rate']),
     (['--wrong_guesses=1'], ['--wrong_guesses must be a share from 0 up to (not including) 1, like 0.2, not 1.0']),
-    (['--near=1.5'], ['--near must be a share from 0 to 1, like 0.2, not 1.5']),
     (['--chars=abc'], ['unrecognized arguments: --chars=abc']),  # the vocabulary is not a setting
 ])
 def test_calculator_settings_errors(args, words, capsys):
