@@ -9,10 +9,10 @@ on problems it never saw? The setup:
 - every row is `aaa?bbb=` (operands zero-padded), then the work, then the answer, then `.`; answers are written
   units first, as in the addition exercise, so each digit depends on digits already written:
   - `+`: the sum, `digits`+1 digits.                                      123+045=8610.  (168)
-  - `-`: a chain of thought first: a and b compared digit by digit from the top, one mark per digit: `=` while
-    they are equal so far, then `<` or `>` from the first digit that differs on (each mark needs only the mark
-    before it and one pair of digits); then the sign, then |a-b|, `digits` digits.
-                                                                         045-123=<<<-870.  (-78)
+  - `-`: a chain of thought first: a-b as taught at school, units first, each digit borrowing from the next as
+    addition carries (below 0 it is written as 10**`digits` less its size, as a counter that rolls back); then
+    its mark, `-` where it borrowed past its top digit, which is the sign; then |a-b|, `digits` digits.
+                                                                         045-123=229-870.  (-78: 1000-78 = 922)
   - `*`: a chain of thought first: a times each digit of b, units first, then the product, 2*`digits` digits.
                                                                          012*034=8400,6300,0000,804000.  (408)
   - `/`: `E` if b is 0; else long division as taught at school, with a check after each guess: for each digit of
@@ -72,7 +72,7 @@ dtype = 'auto'         # training precision, as gpt.py's --dtype: 'bfloat16', 'f
 flash = True           # attention in gpt.py's fused kernel, whose scores stay float32 in bfloat16 (see the docstring)
 
 # the vocabulary: digit d is token d (not a setting: its name is upper case)
-CHARS = '0123456789+-*/=,rE.<>'
+CHARS = '0123456789+-*/=,rE.'
 END = CHARS.index('.')
 
 
@@ -108,14 +108,9 @@ def work(op, a, b, digits, nudge=None):
     n = len(a)
     if op == '+':
         return torch.cat([units_first(a + b, digits + 1), token('.', n)], 1)
-    if op == '-':  # the comparison's marks from the top digit down, then the sign and |a-b|
-        marks, mark = [], torch.full((n,), CHARS.index('='))
-        for i in range(digits - 1, -1, -1):
-            da, db = a // 10 ** i % 10, b // 10 ** i % 10
-            here = torch.where(da < db, CHARS.index('<'), torch.where(da > db, CHARS.index('>'), CHARS.index('=')))
-            mark = torch.where(mark == CHARS.index('='), here, mark)
-            marks.append(mark[:, None])
-        return torch.cat(marks + [sign(a - b), units_first((a - b).abs(), digits), token('.', n)], 1)
+    if op == '-':  # a-b units first with its borrows, its mark (the sign), then |a-b|
+        return torch.cat([units_first((a - b) % 10 ** digits, digits), sign(a - b), units_first((a - b).abs(), digits),
+                          token('.', n)], 1)
     if op == '*':  # a times each digit of b (units first), then the product
         partial = [torch.cat([units_first(a * (b // 10 ** j % 10), digits + 1), token(',', n)], 1) for j in range(digits)]
         return torch.cat(partial + [units_first(a * b, 2 * digits), token('.', n)], 1)

@@ -29,10 +29,10 @@ def row(op, a, b, digits=3, nudge=None):
 
 def test_each_operation_writes_its_work_and_answer_units_first():
     assert row('+', 123, 45) == '123+045=8610.'
-    # a and b compared from the top digit: = while equal, then the first difference's < or >; the sign; |a-b|
-    assert row('-', 45, 123) == '045-123=<<<-870.' and row('-', 123, 45) == '123-045=>>>+870.'
-    assert row('-', 7, 7) == '007-007====+000.' and row('-', 26, 34) == '026-034==<<-800.'
-    assert row('-', 239, 231) == '239-231===>+800.'
+    # a-b units first, borrowing as addition carries (45-123 rolls back to 1000-78 = 922); the sign; |a-b|
+    assert row('-', 45, 123) == '045-123=229-870.' and row('-', 123, 45) == '123-045=870+870.'
+    assert row('-', 7, 7) == '007-007=000+000.' and row('-', 26, 34) == '026-034=299-800.'
+    assert row('-', 7, 8) == '007-008=999-100.' and row('-', 239, 231) == '239-231=800+800.'
     # 12*34: 12*4 = 48, 12*3 = 36, 12*0 = 0, then 408
     assert row('*', 12, 34) == '012*034=8400,6300,0000,804000.'
     # 123/7: bring down 1, guess 0 sevens (0), 1-0 = 1 (+: not too many), 1-7 below 0 (-: not too few); 12, one
@@ -62,12 +62,9 @@ def test_the_answer_read_off_after_the_work_is_the_arithmetic(op):
         for j in range(3):
             part = work[:, 5 * j:5 * j + 4]
             assert torch.equal((part * 10 ** torch.arange(4)).sum(1), a * (b // 10 ** j % 10))
-    if op == '-':  # the work: the marks say how a and b compare, looking at their top digits so far
-        for i in range(3):
-            top_a, top_b = a // 10 ** (2 - i), b // 10 ** (2 - i)
-            want = torch.where(top_a < top_b, calc.CHARS.index('<'), torch.where(top_a > top_b, calc.CHARS.index('>'),
-                                                                                calc.CHARS.index('=')))
-            assert torch.equal(work[:, i], want)
+    if op == '-':  # the work: a-b, or 1000 more where below 0, and the mark that says which
+        below = work[:, 3] == calc.CHARS.index('-')
+        assert torch.equal(number(work[:, :3]), a - b + 1000 * below) and torch.equal(below, a < b)
     if op == '/':  # the work: each quotient digit times b never exceeds the part brought down, and the rest < b
         nonzero = b > 0
         for i in range(3):
@@ -162,7 +159,7 @@ def test_a_tiny_calculator_learns_one_digit_addition_and_subtraction_and_answers
         exact, _, whole = calc.score(model, op, a[seen], b[seen], 1, 'cpu')
         assert exact.all() and whole.all(), (op, exact)
     calc.main(['--ask=7-9', '--device=cpu', f'--ckpt_path={ckpt}'])
-    assert capsys.readouterr().out == 'the model writes: 7-9=<-2.\nits answer: 7 - 9 = -2\n'
+    assert capsys.readouterr().out == 'the model writes: 7-9=8-2.\nits answer: 7 - 9 = -2\n'
     with pytest.raises(extras.UserError, match=r"--ask='7\*9' is not a problem this model knows"):
         calc.main(['--ask=7*9', '--device=cpu', f'--ckpt_path={ckpt}'])
 
