@@ -78,14 +78,15 @@ def held_out(a, b):
     return h // 2**16 % 20 == 0
 
 
-def draw(n, digits, generator, testing=False, numbers=None):
+def draw(n, digits, generator, testing=False, numbers=None, rule=held_out):
     """n random problems (a, b) from the training part, or from the held-out part if testing; numbers(shape,
-    generator) draws the operands (by default uniformly below 10**digits; the calculator draws its own)."""
+    generator) draws the operands (by default uniformly below 10**digits; the calculator draws its own, and
+    its own rule(a, b) says which are held out)."""
     a, b = torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long)
     while len(a) < n:  # draw, keep those on the wanted side, until there are enough
         shape = (2, 40 * n if testing else 2 * n)
         x, y = numbers(shape, generator) if numbers else torch.randint(10**digits, shape, generator=generator)
-        keep = held_out(x, y) == testing
+        keep = rule(x, y) == testing
         a, b = torch.cat([a, x[keep]]), torch.cat([b, y[keep]])
     return a[:n], b[:n]
 
