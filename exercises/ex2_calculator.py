@@ -15,8 +15,9 @@ on problems it never saw? The setup:
     addition carries (below 0 it is written as 10**`digits` less its size, as a counter that rolls back); then
     its mark, `-` where it borrowed past its top digit, which is the sign; then |a-b|, `digits` digits.
                                                                          045-123=229-870.  (-78: 1000-78 = 922)
-  - `*`: a chain of thought first: a times each digit of b, units first, then the product, 2*`digits` digits.
-                                                                         012*034=8400,6300,0000,804000.  (408)
+  - `*`: a chain of thought first: a times each digit of b, units first, and after each but the first, the sum so
+    far (each sum adds two numbers, as the addition exercise does); the last sum is the product, 2*`digits` digits.
+                                                                 012*034=8400,6300,80400,0000,804000.  (408)
   - `/`: `E` if b is 0; else long division as taught at school, with a check after each guess: for each digit of
     a, the part of a brought down (X, `digits`+1 digits), a guess g of its quotient digit, g*b, X-g*b and its mark,
     then X-g*b-b and its mark (`-` where the subtraction, units first, borrowed past its top digit: the number is
@@ -120,9 +121,14 @@ def work(op, a, b, digits, nudge=None):
     if op == '-':  # a-b units first with its borrows, its mark (the sign), then |a-b|
         return torch.cat([units_first((a - b) % 10 ** digits, digits), sign(a - b), units_first((a - b).abs(), digits),
                           token('.', n)], 1)
-    if op == '*':  # a times each digit of b (units first), then the product
-        partial = [torch.cat([units_first(a * (b // 10 ** j % 10), digits + 1), token(',', n)], 1) for j in range(digits)]
-        return torch.cat(partial + [units_first(a * b, 2 * digits), token('.', n)], 1)
+    if op == '*':  # a times each digit of b (units first), each added to the sum so far: the last sum is a*b
+        steps, total = [], torch.zeros_like(a)
+        for j in range(digits):
+            part = a * (b // 10 ** j % 10)
+            total = total + part * 10 ** j
+            steps += [units_first(part, digits + 1), token(',', n)]
+            steps += [units_first(total, digits + 1 + j), token(',', n)] if j else []
+        return torch.cat(steps[:-1] + [token('.', n)], 1)
     steps, rest, safe, width = [], torch.zeros_like(a), b.clamp(min=1), digits + 1  # '/': long division
     for s, i in enumerate(range(digits - 1, -1, -1)):  # a's digits from the left
         x = rest * 10 + a // 10 ** i % 10  # the remainder so far, with a's next digit brought down

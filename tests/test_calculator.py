@@ -33,8 +33,9 @@ def test_each_operation_writes_its_work_and_answer_units_first():
     assert row('-', 45, 123) == '045-123=229-870.' and row('-', 123, 45) == '123-045=870+870.'
     assert row('-', 7, 7) == '007-007=000+000.' and row('-', 26, 34) == '026-034=299-800.'
     assert row('-', 7, 8) == '007-008=999-100.' and row('-', 239, 231) == '239-231=800+800.'
-    # 12*34: 12*4 = 48, 12*3 = 36, 12*0 = 0, then 408
-    assert row('*', 12, 34) == '012*034=8400,6300,0000,804000.'
+    # 12*34: 12*4 = 48, 12*3 = 36, 48 + 360 = 408, 12*0 = 0, 408 + 0 = 408 (the product)
+    assert row('*', 12, 34) == '012*034=8400,6300,80400,0000,804000.'
+    assert row('*', 99, 99, digits=2) == '99*99=198,198,1089.' and row('*', 7, 8, digits=1) == '7*8=65.'
     # 123/7: bring down 1, guess 0 sevens (0), 1-0 = 1 (+: not too many), 1-7 below 0 (-: not too few); 12, one
     # seven (7), 5 left, 5-7 below 0; 53, seven sevens (49), 4 left, 4-7 below 0; quotient 17, remainder 4
     assert row('/', 123, 7) == '123/007=1000000001000+4999-,2100170005000+8999-,3500794004000+7999-,710r400.'
@@ -58,10 +59,10 @@ def test_the_answer_read_off_after_the_work_is_the_arithmetic(op):
         want = {'+': str(x + y), '-': str(x - y), '*': str(x * y),
                 '/': f'{x // y} remainder {x % y}' if y else 'division by zero'}[op]
         assert calc.read(op, w, 3) == want, (x, y, text(w))
-    if op == '*':  # the work: a times each digit of b, units first, each 4 digits
-        for j in range(3):
-            part = work[:, 5 * j:5 * j + 4]
-            assert torch.equal((part * 10 ** torch.arange(4)).sum(1), a * (b // 10 ** j % 10))
+    if op == '*':  # the work: a times each digit of b, units first, each 4 digits, and the sums so far
+        for j, at in enumerate([0, 5, 16]):
+            assert torch.equal(number(work[:, at:at + 4]), a * (b // 10 ** j % 10))
+        assert torch.equal(number(work[:, 10:15]), a * (b % 100))
     if op == '-':  # the work: a-b, or 1000 more where below 0, and the mark that says which
         below = work[:, 3] == calc.CHARS.index('-')
         assert torch.equal(number(work[:, :3]), a - b + 1000 * below) and torch.equal(below, a < b)
@@ -123,7 +124,7 @@ def test_batches_mask_the_prompt_and_the_padding_and_mix_every_operation():
     assert (t[:, at - 1][wrong] == -1).all() and (t[:, at - 1][~wrong] >= 0).float().mean() > 0.85  # not learned
     parts = calc.parts(x, y, ALL)  # division's rows apart; the others lose only padding
     assert [len(p[0]) for p in parts] == [is_div.sum(), 2000 - is_div.sum()]
-    assert parts[1][0].shape[1] == 29 and (parts[1][1] >= 0).sum() + (parts[0][1] >= 0).sum() == kept.sum()
+    assert parts[1][0].shape[1] == 35 and (parts[1][1] >= 0).sum() + (parts[0][1] >= 0).sum() == kept.sum()
 
 
 def test_the_held_out_rule_is_the_addition_exercises_but_the_tables_train_and_it_never_leaks_into_training():
