@@ -87,8 +87,9 @@ def numbers(shape, generator, digits):
 
 
 def held_out(a, b, digits):
-    """The addition exercise's rule, less the one-digit pairs above 1 digit: each would be 2.2% of the held-out
-    problems at 3 digits (0/0, never trained, was 237 of the 332 divisions one run got wrong: docs/exercises.md)."""
+    """The addition exercise's rule, except that above 1 digit the one-digit pairs (the tables) always train: each
+    would be 2.2% of the held-out problems at 3 digits (0/0, never trained, was 237 of the 332 divisions one run
+    got wrong: docs/exercises.md)."""
     return addition.held_out(a, b) & ((a > 9) | (b > 9) | (digits == 1))
 
 
@@ -127,8 +128,9 @@ def work(op, a, b, digits, nudge=None):
             part = a * (b // 10 ** j % 10)
             total = total + part * 10 ** j
             steps += [units_first(part, digits + 1), token(',', n)]
-            steps += [units_first(total, digits + 1 + j), token(',', n)] if j else []
-        return torch.cat(steps[:-1] + [token('.', n)], 1)
+            if j:  # from the second partial on, the sum so far (at 1 digit the one partial is the product)
+                steps += [units_first(total, digits + 1 + j), token(',', n)]
+        return torch.cat(steps[:-1] + [token('.', n)], 1)  # the last `,` becomes the end
     steps, rest, safe, width = [], torch.zeros_like(a), b.clamp(min=1), digits + 1  # '/': long division
     for s, i in enumerate(range(digits - 1, -1, -1)):  # a's digits from the left
         x = rest * 10 + a // 10 ** i % 10  # the remainder so far, with a's next digit brought down
