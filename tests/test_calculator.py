@@ -39,10 +39,11 @@ def test_each_operation_writes_its_work_and_answer_units_first():
     # 123/7: bring down 1, guess 0 sevens (0), 1-0 = 1 (+: not too many), 1-7 below 0 (-: not too few); 12, one
     # seven (7), 5 left, 5-7 below 0; 53, seven sevens (49), 4 left, 4-7 below 0; quotient 17, remainder 4
     assert row('/', 123, 7) == '123/007=1000000001000+4999-,2100170005000+8999-,3500794004000+7999-,710r400.'
-    # guesses one off (as in training): 1 seven in 1 is too many (1-7 below 0: -), 0 in 12 too few (12-0-7 = 5 is
-    # not below 0: +), 8 in 53 too many; the next part brought down and the answer use the right digits
+    # guesses one off (as in training): 1 seven in 1 is too many (1-7 below 0: -, so 7 is given back: 1 +), 0 in
+    # 12 too few (12-0-7 = 5 is not below 0: +), 8 in 53 too many (53-56 = -3, -3+7 = 4 +); the remainder is the
+    # second number where its mark is +, so the next part brought down and the answer use the right digits
     assert (row('/', 123, 7, nudge=torch.tensor([[1, -1, 1]])) ==
-            '123/007=1000170004999-7899+,2100000002100+5000+,3500865007999-0999+,710r400.')
+            '123/007=1000170004999-1000+,2100000002100+5000+,3500865007999-4000+,710r400.')
     assert row('/', 5, 0) == '005/000=E.' + '.' * 66  # division by zero: the answer E, the rest padding
     assert row('/', 2, 1, digits=1) == '2/1=2022000+99-,2r0.'
 
@@ -97,9 +98,11 @@ def test_long_divisions_checks_catch_a_guess_one_off_and_the_answer_stays_right(
         x, q, _, _, _, _ = step(right, i)
         x_nudged, guess, _, _, _, _ = step(nudged, i)
         assert torch.equal(x_nudged, x) and torch.equal(guess, (q + nudge[:, i]).clamp(0, 9))
+        rest = x - q * b  # what is left after the right digit: written as the check's second number, or first
         for way, marks in ((-1, {'++'}), (0, {'+-'}), (1, {'-+'})):  # too few: X - guess*b - b is not below 0
             sel = guess - q == way
-            assert sel.any() and step(nudged[sel], i)[4] == marks
+            _, _, _, below, seen, again = step(nudged[sel], i)
+            assert sel.any() and seen == marks and torch.equal(again if way else below, rest[sel])
 
 
 def test_batches_mask_the_prompt_and_the_padding_and_mix_every_operation():
@@ -150,7 +153,8 @@ def test_the_held_out_rule_is_the_addition_exercises_but_the_tables_train_and_it
     assert torch.unique(a * 1000 + b, return_counts=True)[1].max() < 50000 * 0.006  # no problem is 0.6% of them
 
 
-def test_a_tiny_calculator_learns_one_digit_addition_and_subtraction_and_answers_a_question(tmp_path, capsys):
+def test_a_tiny_calculator_learns_one_digit_addition_and_subtraction_and_answers_a_question(tmp_path, capsys,
+                                                                                            monkeypatch):
     ckpt = tmp_path / 'calculator.pt'
     result = calc.main(['--digits=1', '--ops=+-', '--n_layer=2', '--n_embd=48', '--n_head=2', '--batch_size=128',
                         '--max_iters=700', '--eval_interval=700', '--eval_problems=200', '--learning_rate=3e-3',
@@ -167,10 +171,39 @@ def test_a_tiny_calculator_learns_one_digit_addition_and_subtraction_and_answers
         seen = ~calc.held_out(a, b, 1)
         exact, _, whole = calc.score(model, op, a[seen], b[seen], 1, 'cpu')
         assert exact.all() and whole.all(), (op, exact)
+    decoded = []  # the shortcut in solve: rows right at every token are not decoded, and nothing else changes
+    plain_stream = extras.sample_stream
+    monkeypatch.setattr(extras, 'sample_stream', lambda m, rows, *args, **kw: decoded.append(len(rows)) or
+                        plain_stream(m, rows, *args, **kw))
+    for op in '+-':
+        a, b = torch.arange(10).repeat_interleave(10), torch.arange(10).repeat(10)
+        got = calc.solve(model, op, a, b, 1, 'cpu')
+        assert sum(decoded) == (got != calc.work(op, a, b, 1)).any(1).sum() <= 5  # at most the 5 held out
+        assert torch.equal(got, decode(model, op, a, b, 1)[0])
+        decoded.clear()
     calc.main(['--ask=7-9', '--device=cpu', f'--ckpt_path={ckpt}'])
     assert capsys.readouterr().out == 'the model writes: 7-9=8-2.\nits answer: 7 - 9 = -2\n'
     with pytest.raises(extras.UserError, match=r"--ask='7\*9' is not a problem this model knows"):
         calc.main(['--ask=7*9', '--device=cpu', f'--ckpt_path={ckpt}'])
+
+
+def decode(model, op, a, b, digits):
+    """The lecture's way: every row decoded token by token, greedily; and the right rows."""
+    model.eval()
+    rows = calc.prompt(op, a, b, digits)
+    return torch.stack(list(extras.sample_stream(model, rows, calc.length(op, digits), top_k=1)), 1), \
+        calc.work(op, a, b, digits)
+
+
+def test_solve_writes_what_decoding_writes_up_to_the_end_for_every_operation():
+    torch.manual_seed(0)  # an untrained model: rows wrong from their first token, and all decoded
+    model = calc.build(argparse.Namespace(n_embd=32, n_head=2, n_layer=1, flash=True, **vars(ALL)))
+    a, b = calc.draw(300, 3, torch.Generator().manual_seed(0), testing=True)
+    b[:20] = 0  # divisions by zero too
+    for op in '+-*/':
+        slow, true = decode(model, op, a, b, 3)
+        fast = calc.solve(model, op, a, b, 3, 'cpu', chunk=128)
+        assert torch.equal(fast, slow), op  # nothing is right here, so the whole row was decoded
 
 
 @pytest.mark.parametrize('args, words', [
