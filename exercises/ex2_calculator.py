@@ -34,7 +34,8 @@ on problems it never saw? The setup:
   the padding after `.`); only the answer is scored: exact match, and accuracy per answer digit;
 - each training batch goes through the model in two parts, division's long rows and the other rows cut to the
   longest of theirs, so a step does not pay for their padding;
-- answers are decoded greedily with `extras.sample_stream` (`generate`'s loop, the likeliest token);
+- answers are decoded greedily with `extras.sample_stream` (`generate`'s loop, the likeliest token), but only where
+  one forward pass over the right rows finds the model's likeliest token wrong somewhere (`solve`: the same tokens);
 - attention runs in gpt.py's fused kernel (`flash = True`): the same weights and math as the lecture's lines, whose
   `q @ k.T` rounds the scores to bfloat16 under bfloat16 autocast; the kernel keeps them float32, as the addition
   exercise does above 3 digits. With the lecture's lines (`--flash=False`) in bfloat16, 1 seed of 5 met all four
@@ -61,7 +62,7 @@ n_layer = 3            # transformer blocks
 n_head = 4             # attention heads per block
 n_embd = 128           # embedding dimension
 batch_size = 64        # problems per training step
-max_iters = 12000      # training steps
+max_iters = 10000      # training steps
 learning_rate = 2e-3   # AdamW's peak learning rate
 warmup_iters = 100     # steps of linear learning-rate warmup
 lr_decay = True        # cosine-decay the learning rate to a tenth of it by max_iters
