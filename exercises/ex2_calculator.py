@@ -32,8 +32,8 @@ on problems it never saw? The setup:
     then quotient 17 `r` remainder 4. A first guess of 1 would write 1000170004999-1000+: 1-7 is below 0, -6+7 = 1)
 - the loss counts everything after `=` (the work and the answer; the prompt's targets are -1, and so are those of
   the padding after `.`); only the answer is scored: exact match, and accuracy per answer digit;
-- each training batch goes through the model in two parts, division's long rows and the other rows cut to the
-  longest of theirs, so a step does not pay for their padding;
+- each training batch goes through the model in three parts, division's rows, multiplication's and the others, each
+  cut to its longest row, so a step does not pay for the short rows' padding;
 - answers are decoded greedily with `extras.sample_stream` (`generate`'s loop, the likeliest token), but only where
   one forward pass over the right rows finds the model's likeliest token wrong somewhere (`solve`: the same tokens);
 - attention runs in gpt.py's fused kernel (`flash = True`): the same weights and math as the lecture's lines, whose
@@ -62,7 +62,7 @@ n_layer = 3            # transformer blocks
 n_head = 4             # attention heads per block
 n_embd = 128           # embedding dimension
 batch_size = 64        # problems per training step
-max_iters = 10000      # training steps
+max_iters = 12000      # training steps
 learning_rate = 2e-3   # AdamW's peak learning rate
 warmup_iters = 100     # steps of linear learning-rate warmup
 lr_decay = True        # cosine-decay the learning rate to a tenth of it by max_iters
@@ -204,11 +204,17 @@ def get_batch(n, cfg, generator, device, testing=False):
 
 
 def parts(x, y, cfg):
-    """The batch as two parts: division's rows, and the others cut to the longest of theirs, so a step does not pay
-    for the short rows' padding; fit averages the loss over both parts' targets."""
-    div = x[:, cfg.digits] == CHARS.index('/')
-    short = 2 * cfg.digits + 1 + max([length(op, cfg.digits) for op in cfg.ops if op != '/'], default=0)
-    return [part for part in ((x[div], y[div]), (x[~div, :short], y[~div, :short])) if len(part[0])]
+    """The batch in parts of rows of similar length, each cut to its longest row: division's, multiplication's, and
+    the others' (+ and -: 13 and 16 tokens at 3 digits, against 36 and 76), so a step does not pay for the short rows'
+    padding; fit averages the loss over every part's targets, as for one batch."""
+    op, out = x[:, cfg.digits], []
+    for group in ('/', '*', '+-'):
+        group = ''.join(o for o in group if o in cfg.ops)
+        rows = torch.isin(op, torch.tensor([CHARS.index(o) for o in group], dtype=op.dtype, device=op.device))
+        if group and rows.any():
+            cut = 2 * cfg.digits + 1 + max(length(o, cfg.digits) for o in group)
+            out.append((x[rows, :cut], y[rows, :cut]))
+    return out
 
 
 def up_to_end(rows):

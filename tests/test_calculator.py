@@ -125,9 +125,17 @@ def test_batches_mask_the_prompt_and_the_padding_and_mix_every_operation():
     wrong = d[:, at] != number(d[:, at[:, None] + torch.arange(-4, 0)]) // number(d[:, 4:7].flip(1))[:, None]
     assert 0.1 < wrong.float().mean() < 0.2  # a fifth nudged one off, less those that would leave 0..9 (kept right)
     assert (t[:, at - 1][wrong] == -1).all() and (t[:, at - 1][~wrong] >= 0).float().mean() > 0.85  # not learned
-    parts = calc.parts(x, y, ALL)  # division's rows apart; the others lose only padding
-    assert [len(p[0]) for p in parts] == [is_div.sum(), 2000 - is_div.sum()]
-    assert parts[1][0].shape[1] == 35 and (parts[1][1] >= 0).sum() + (parts[0][1] >= 0).sum() == kept.sum()
+    parts = calc.parts(x, y, ALL)  # division's rows, multiplication's, the others: each loses only padding
+    is_mul = x[:, 3] == calc.CHARS.index('*')
+    assert [len(p[0]) for p in parts] == [is_div.sum(), is_mul.sum(), 2000 - is_div.sum() - is_mul.sum()]
+    assert [p[0].shape[1] for p in parts] == [75, 35, 15] and sum((p[1] >= 0).sum() for p in parts) == kept.sum()
+    assert torch.equal(parts[2][0], x[~is_div & ~is_mul, :15]) and (y[~is_div & ~is_mul, 15:] == -1).all()
+    assert [len(p[0]) for p in calc.parts(x[~is_div], y[~is_div], argparse.Namespace(digits=3, ops='+-*'))] == \
+        [is_mul.sum(), 2000 - is_div.sum() - is_mul.sum()]  # without division: two parts
+    torch.manual_seed(0)
+    model = calc.build(argparse.Namespace(n_embd=16, n_head=2, n_layer=1, flash=True, **vars(ALL)))
+    losses = [(model(*p)[1], (p[1] != -1).sum()) for p in parts]  # as fit weighs them: the loss of the whole batch
+    assert torch.allclose(sum(l * n for l, n in losses) / sum(n for _, n in losses), model(x, y)[1])
 
 
 def test_the_held_out_rule_is_the_addition_exercises_but_the_tables_train_and_it_never_leaks_into_training():
