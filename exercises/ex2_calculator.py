@@ -24,7 +24,7 @@ on problems it never saw? The setup:
     10**(`digits`+1) less its size; `+` where not), then the check: if X-g*b is below 0, b given back (X-g*b+b),
     else one more b taken (X-g*b-b), and its mark. `-+` says g was one too many, `++` one too few, `+-` right, and
     what is left after the right digit is written out: the check's number where its mark is `+`, else X-g*b. The
-    next part brought down and the quotient use the right digit. In training a fifth of the guesses are made one
+    next part brought down and the quotient use the right digit. In training two guesses in five are made one
     off (and are not targets themselves), so the checks learn to correct the model's own misses; then the quotient
     and the remainder. Each step is 20 tokens at 3 digits, every number units first:
                                      123/007=1000000001000+4999-,2100170005000+8999-,3500794004000+7999-,710r400.
@@ -66,7 +66,7 @@ max_iters = 12000      # training steps
 learning_rate = 2e-3   # AdamW's peak learning rate
 warmup_iters = 100     # steps of linear learning-rate warmup
 lr_decay = True        # cosine-decay the learning rate to a tenth of it by max_iters
-wrong_guesses = 0.2    # share of division's guesses made one off in training (not learned), for the check to correct
+wrong_guesses = 0.4    # share of division's guesses made one off in training (not learned), for the check to correct
 eval_interval = 1000   # score 250 held-out problems per operation every this many steps
 eval_problems = 10000  # held-out problems per operation scored at the end, and by --eval
 seed = 1337            # random seed for the model, the training problems and the held-out draw
@@ -324,7 +324,7 @@ def main(argv=None):
     if not 0 < cfg.learning_rate < float('inf') or cfg.warmup_iters < 0:
         p.error("--learning_rate must be above 0 and finite, and --warmup_iters 0 or more")
     if not 0 <= cfg.wrong_guesses < 1:
-        p.error(f"--wrong_guesses must be a share from 0 up to (not including) 1, like 0.2, not {cfg.wrong_guesses}")
+        p.error(f"--wrong_guesses must be a share from 0 up to (not including) 1, like 0.4, not {cfg.wrong_guesses}")
     if cfg.n_embd % cfg.n_head:
         p.error(f"n_embd ({cfg.n_embd}) must be divisible by n_head ({cfg.n_head}): each head gets n_embd // n_head")
     if cfg.eval or cfg.ask:

@@ -219,7 +219,7 @@ def test_solve_writes_what_decoding_writes_up_to_the_end_for_every_operation():
     (['--ops=++'], ['--ops']),
     (['--digits=7'], ['--digits']),
     (['--learning_rate=0'], ['--learning_rate']),
-    (['--wrong_guesses=1'], ['--wrong_guesses must be a share from 0 up to (not including) 1, like 0.2, not 1.0']),
+    (['--wrong_guesses=1'], ['--wrong_guesses must be a share from 0 up to (not including) 1, like 0.4, not 1.0']),
     (['--chars=abc'], ['unrecognized arguments: --chars=abc']),  # the vocabulary is not a setting
 ])
 def test_calculator_settings_errors(args, words, capsys):
