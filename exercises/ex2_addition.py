@@ -210,10 +210,11 @@ def cosine(it, cfg):
     return cfg.learning_rate * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
 
 
-def fit(model, cfg, batch, look):
+def fit(model, cfg, batch, look, schedule=cosine):
     """cfg.max_iters AdamW steps on batch(), a list of (inputs, targets) parts whose losses are averaged over all
-    their targets, on gpt.py's schedule, printing look() (held-out exact match) every eval_interval steps: (training
-    seconds, last loss). The calculator trains with it too, its long rows a part of their own."""
+    their targets, the learning rate schedule(it, cfg), printing look() (held-out exact match) every eval_interval
+    steps: (training seconds, last loss). The calculator trains with it too, its long rows a part of their own, on
+    gpt.py's schedule."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, fused=cfg.device in ('cuda', 'cpu'))
     start, looking = time.time(), 0.0
     for it in range(cfg.max_iters + 1):
@@ -226,7 +227,7 @@ def fit(model, cfg, batch, look):
         if it == cfg.max_iters:
             break
         for group in optimizer.param_groups:
-            group['lr'] = cosine(it, cfg)
+            group['lr'] = schedule(it, cfg)
         with extras.autocast(cfg.device, cfg.dtype):
             losses = [(model(x, y)[1], (y != -1).sum()) for x, y in batch()]
         loss = sum(part * n for part, n in losses) / sum(n for _, n in losses)

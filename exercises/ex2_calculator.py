@@ -65,7 +65,7 @@ batch_size = 64        # problems per training step
 max_iters = 12000      # training steps
 learning_rate = 2e-3   # AdamW's peak learning rate
 warmup_iters = 100     # steps of linear learning-rate warmup
-lr_decay = True        # cosine-decay the learning rate to a tenth of it by max_iters
+lr_decay = True        # decay the learning rate linearly to 0 over the last 40% of max_iters, as gpt.py
 wrong_guesses = 0.4    # share of division's guesses made one off in training (not learned), for the check to correct
 eval_interval = 1000   # score 250 held-out problems per operation every this many steps
 eval_problems = 10000  # held-out problems per operation scored at the end, and by --eval
@@ -341,7 +341,7 @@ def main(argv=None):
     def look():  # a quick look: exact match on 250 held-out problems per operation
         right = {op: score(model, op, *draw(250, cfg.digits, g_val, True), cfg.digits, cfg.device)[0] for op in cfg.ops}
         return ' '.join(f"{op} {r.float().mean():.1%}" for op, r in right.items())
-    addition.fit(model, cfg, lambda: parts(*get_batch(cfg.batch_size, cfg, g, cfg.device), cfg), look)
+    addition.fit(model, cfg, lambda: parts(*get_batch(cfg.batch_size, cfg, g, cfg.device), cfg), look, extras.get_lr)
     extras.save_checkpoint(cfg.ckpt_path, model, CHARS, cfg, cfg.max_iters, 0.0)
     print(f"saved to {cfg.ckpt_path}")
     return report(model, cfg, cfg.seed)
