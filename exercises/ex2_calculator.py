@@ -193,15 +193,14 @@ def get_batch(n, cfg, generator, device, testing=False):
     p = 2 * cfg.digits + 2
     for k, op in enumerate(cfg.ops):
         i = (which == k).nonzero()[:, 0]
-        right = work(op, a[i], b[i], cfg.digits)
         off = torch.rand(len(i), cfg.digits, generator=generator) < (cfg.wrong_guesses if op == '/' else 0)
         nudge = off * (torch.randint(2, off.shape, generator=generator) * 2 - 1)  # one off, up or down
-        w = work(op, a[i], b[i], cfg.digits, nudge) if op == '/' else right
+        w = work(op, a[i], b[i], cfg.digits, nudge)
         rows[i, :p + w.shape[1]] = torch.cat([prompt(op, a[i], b[i], cfg.digits), w], 1)
         wanted[i, :p + w.shape[1]] = rows[i, :p + w.shape[1]]
         if op == '/':  # a guess is written one off, but its target is the right digit: the model learns both
             at = guess_columns(cfg.digits)
-            wanted[i[:, None], p + at] = right[:, at]
+            wanted[i[:, None], p + at] = work(op, a[i], b[i], cfg.digits)[:, at]
         first_end = (w == END).long().argmax(1)  # the first `.`: what comes after it is padding
         mask[i, :p + w.shape[1]] = torch.arange(p + w.shape[1]) <= p + first_end[:, None]
     x, y = rows[:, :-1], wanted[:, 1:].clone()
