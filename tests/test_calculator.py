@@ -110,9 +110,7 @@ def test_batches_mask_the_prompt_and_the_padding_and_mix_every_operation():
     assert x.shape == y.shape == (2000, calc.block_size(ALL)) == (2000, 75)
     assert (y[:, :7] == -1).all() and (y[:, 7] >= 0).all()  # from `=` on, the work is learned
     kept = y != -1
-    shifted = kept[:, :-1] & (x[:, 1:] != y[:, :-1])  # y is x shifted where kept, but at division's nudged guesses
-    assert (x[shifted.nonzero()[:, 0], 3] == calc.CHARS.index('/')).all()
-    assert set((shifted.nonzero()[:, 1] + 1 - 8).tolist()) <= set(calc.guess_columns(3).tolist())
+    assert torch.equal(x[:, 1:][kept[:, :-1]], y[:, :-1][kept[:, :-1]])  # y is x shifted where kept
     ends = (y == calc.END) & kept
     assert (ends.sum(1) == 1).all()  # each row's first `.` is learned, the padding after it is not
     assert (~kept[torch.arange(75) > ends.long().argmax(1)[:, None]]).all()
@@ -124,11 +122,9 @@ def test_batches_mask_the_prompt_and_the_padding_and_mix_every_operation():
     is_div = x[:, 3] == calc.CHARS.index('/')
     d, t = x[is_div & (x[:, 4:7] != 0).any(1)], y[is_div & (x[:, 4:7] != 0).any(1)]  # divisions but by zero
     at = 8 + calc.guess_columns(3)  # where long division's guesses sit in a row, each after its part brought down
-    right = number(d[:, at[:, None] + torch.arange(-4, 0)]) // number(d[:, 4:7].flip(1))[:, None]  # X // b
-    wrong = d[:, at] != right
+    wrong = d[:, at] != number(d[:, at[:, None] + torch.arange(-4, 0)]) // number(d[:, 4:7].flip(1))[:, None]
     assert 0.1 < wrong.float().mean() < 0.2  # a fifth nudged one off, less those that would leave 0..9 (kept right)
-    assert ((d[:, at] - right).abs() <= 1).all() and wrong.sum() == shifted.sum()  # written one off
-    assert torch.equal(t[:, at - 1], right)  # but every guess's target is the right digit, nudged or not
+    assert (t[:, at - 1][wrong] == -1).all() and (t[:, at - 1][~wrong] >= 0).float().mean() > 0.85  # not learned
     parts = calc.parts(x, y, ALL)  # division's rows, multiplication's, the others: each loses only padding
     is_mul = x[:, 3] == calc.CHARS.index('*')
     assert [len(p[0]) for p in parts] == [is_div.sum(), is_mul.sum(), 2000 - is_div.sum() - is_mul.sum()]
