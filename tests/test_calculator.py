@@ -15,7 +15,7 @@ import ex2_addition as ex2  # noqa: E402
 import ex2_calculator as calc  # noqa: E402
 from _shared import exercise_settings  # noqa: E402
 
-ALL = argparse.Namespace(digits=3, ops='+-*/', wrong_guesses=0.2)
+ALL = argparse.Namespace(digits=3, ops='+-*/', wrong_guesses=0.2, long_dividends=0.6)
 
 
 def text(tokens):
@@ -117,9 +117,10 @@ def test_batches_mask_the_prompt_and_the_padding_and_mix_every_operation():
     rows = [text(r) for r in x.tolist()]
     for op in '+-*/':
         assert 350 < sum(r[3] == op for r in rows) < 650
+    is_div, long = x[:, 3] == calc.CHARS.index('/'), x[:, 0] > 0  # a's first digit: a has all 3 digits
+    assert 0.65 < long[is_div].float().mean() < 0.82 and 0.28 < long[~is_div].float().mean() < 0.39  # 0.73, 1/3
     zero = [r for r in rows if r[3:7] == '/000']  # division by zero comes up, and is answered E
     assert zero and all(r[8:] == 'E' + '.' * 66 for r in zero)
-    is_div = x[:, 3] == calc.CHARS.index('/')
     d, t = x[is_div & (x[:, 4:7] != 0).any(1)], y[is_div & (x[:, 4:7] != 0).any(1)]  # divisions but by zero
     at = 8 + calc.guess_columns(3)  # where long division's guesses sit in a row, each after its part brought down
     wrong = d[:, at] != number(d[:, at[:, None] + torch.arange(-4, 0)]) // number(d[:, 4:7].flip(1))[:, None]
@@ -220,6 +221,7 @@ def test_solve_writes_what_decoding_writes_up_to_the_end_for_every_operation():
     (['--digits=7'], ['--digits']),
     (['--learning_rate=0'], ['--learning_rate']),
     (['--wrong_guesses=1'], ['--wrong_guesses must be a share from 0 up to (not including) 1, like 0.4, not 1.0']),
+    (['--long_dividends=2'], ['--long_dividends must be a share from 0 to 1, like 0.6, not 2.0']),
     (['--chars=abc'], ['unrecognized arguments: --chars=abc']),  # the vocabulary is not a setting
 ])
 def test_calculator_settings_errors(args, words, capsys):
