@@ -89,8 +89,8 @@ END = CHARS.index('.')
 
 
 def numbers(shape, generator, digits, long=False):
-    """Random numbers of 1 to digits digits: the count uniform, then the number uniform among those of that count.
-    long: the first row's numbers (the dividends a of draw's pairs) all get digits digits."""
+    """Random numbers of 1 to `digits` digits: the count uniform, then the number uniform among those of that count.
+    long: the first row's numbers (the dividends a of draw's pairs) all get the full `digits`."""
     count = torch.randint(1, digits + 1, shape, generator=generator)
     if long:
         count[0] = digits
@@ -199,7 +199,7 @@ def get_batch(n, cfg, generator, device, testing=False):
     p = 2 * cfg.digits + 2
     for k, op in enumerate(cfg.ops):
         i = (which == k).nonzero()[:, 0]
-        if op == '/' and not testing:  # more dividends of all digits digits: see long_dividends
+        if op == '/' and not testing:  # more dividends of full length: see long_dividends
             long = i[torch.rand(len(i), generator=generator) < cfg.long_dividends]
             a[long], b[long] = draw(len(long), cfg.digits, generator, long=True)
         off = torch.rand(len(i), cfg.digits, generator=generator) < (cfg.wrong_guesses if op == '/' else 0)
