@@ -33,20 +33,6 @@ from torch.nn import functional as F
 DATA_URL = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
 DATA_SHA256 = '86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed'
 
-# The lecture's values of the settings that a CPU gets smaller ones for, and those smaller ones: a model that
-# trains in about 1.5 minutes on 2 cores (batch 48: two CPU cores do about 1.7 times the characters a second of
-# batch 16; 10 evaluation batches of 48 are more text than 20 of 16 were, in half the time of 20; the choice is
-# measured in docs/performance.md). On any device but CUDA (a CPU, a Mac's GPU: the video says not to train the
-# lecture's model on a MacBook, 1:40:56) a setting that gpt.py leaves at the lecture's value takes the CPU's; one
-# that the learner changed at the top of gpt.py (or on the command line) keeps the learner's.
-LECTURE = dict(batch_size=64, block_size=256, max_iters=5000, eval_interval=500, learning_rate=3e-4,
-               eval_iters=200, n_embd=384, n_head=6, n_layer=6, dropout=0.2, warmup_iters=0,
-               lr_decay=False, compile=True, flash=True)
-CPU = dict(batch_size=48, block_size=64, max_iters=3000, eval_interval=250, learning_rate=2e-3,
-           eval_iters=10, n_embd=128, n_head=2, n_layer=2, dropout=0.0, warmup_iters=50, lr_decay=True,
-           compile=False, flash=False)
-
-
 class UserError(Exception):
     """A mistake in the input or settings: printed as one line, exit code 1."""
 
@@ -65,36 +51,41 @@ def true_or_false(s):
 
 def script_settings(path):
     """The settings of the script at path: each top-level `name = value` whose name is lower case and whose value
-    is a number, a string, True, False or None, with its trailing comment if it has one: {name: comment}."""
+    is a number, a string, True, False or None, or two such values as `A if gpu else B` (the lecture's, for an
+    NVIDIA GPU, and the CPU's, as gpt.py's top lines give them): {name: (comment, (A, B) or None)}."""
     with open(path, encoding='utf-8') as f:
         source = f.read()
     lines, found = source.splitlines(), {}
     for node in ast.parse(source).body:
         if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
             continue
-        name = node.targets[0].id
-        try:
-            ast.literal_eval(node.value)
-        except ValueError:  # a computed value (a dict, a call): not a setting
+        name, value = node.targets[0].id, node.value
+        two = isinstance(value, ast.IfExp) and isinstance(value.test, ast.Name) and value.test.id == 'gpu'
+        try:  # a computed value (a call, a dict) is no setting: literal_eval raises ValueError
+            pair = (ast.literal_eval(value.body), ast.literal_eval(value.orelse)) if two else None
+            if not two:
+                ast.literal_eval(value)
+        except ValueError:
             continue
-        if name.islower() and not name.startswith('_'):
+        if name.islower() and not name.startswith('_') and name != 'gpu':  # gpu: the condition, not a setting
             rest = lines[node.end_lineno - 1][node.end_col_offset:].strip()
-            found[name] = rest[1:].strip() if rest.startswith('#') else ''
+            found[name] = (rest[1:].strip() if rest.startswith('#') else '', pair)
     return found
 
 
-def parse_settings(path, values, argv=None, description=None, cpu={}):
+def parse_settings(path, values, argv=None, description=None):
     """The script at path's settings (script_settings) with their current values, and --name=value for each:
     (parser, defaults, the values given on the command line)."""
-    comments = script_settings(path)
-    defaults = {name: values[name] for name in comments}
+    found = script_settings(path)
+    defaults = {name: values[name] for name in found}
+    pairs = {name: pair for name, (_, pair) in found.items() if pair}
     p = SettingsParser(prog=os.path.basename(path), description=description, allow_abbrev=False)
     for name, value in defaults.items():
-        shown = f'lecture: {value!r}, CPU: {cpu[name]!r}' if name in cpu and value == LECTURE[name] else \
-            f'default: {value!r}'
+        shown = f'lecture: {pairs[name][0]!r}, CPU: {pairs[name][1]!r}' if name in pairs else f'default: {value!r}'
         kind = dict(type=true_or_false, nargs='?', const=True) if isinstance(value, bool) else \
             dict(type=int if value is None else type(value))  # None: an int setting that is off by default
-        help = (f'{comments[name]} ({shown})' if comments[name] else f'({shown})').replace('%', '%%')  # argparse
+        comment = found[name][0]
+        help = (f'{comment} ({shown})' if comment else f'({shown})').replace('%', '%%')  # argparse's % formatting
         p.add_argument(f'--{name}', metavar='bool' if isinstance(value, bool) else kind['type'].__name__,
                        help=help, **kind)
     given = {k: v for k, v in vars(p.parse_args(argv)).items() if v is not None}
@@ -115,25 +106,25 @@ def choose_device(name, parser, available=None):
     return name
 
 
-def parse_config(argv=None, values=None, devices=None, cpu=CPU):
-    """gpt.py's settings: its top lines (values: its globals; None: the gpt module's), on a CPU the CPU's values for
-    those left at the lecture's, then --name=value from the command line; each checked, one line if one is wrong.
-    gpt_mlx.py gives its own devices ({name: available}, as torch_devices) and the CPU values it takes."""
+def parse_config(argv=None, values=None, devices=None):
+    """gpt.py's settings (values: its globals; None: the gpt module's): its top lines, the lecture's or the CPU's
+    value of each `A if gpu else B` line as --settings chooses (auto: the lecture's on CUDA only), then
+    --name=value from the command line; each checked, one line if one is wrong. gpt_mlx.py gives its own devices
+    ({name: available}, as torch_devices)."""
     if values is None:
         import gpt
         values = vars(gpt)
-    cpu = {k: v for k, v in cpu.items() if k in values}
-    p, defaults, given = parse_settings(values['__file__'], values, argv, values['__doc__'], cpu)
+    p, defaults, given = parse_settings(values['__file__'], values, argv, values['__doc__'])
+    pairs = {name: pair for name, (_, pair) in script_settings(values['__file__']).items() if pair}
     dev = choose_device(given.get('device', defaults['device']), p, devices)
     chosen = given.get('settings', defaults['settings'])
     chosen = ('lecture' if dev == 'cuda' else 'cpu') if chosen == 'auto' else chosen  # a Mac's GPU: a laptop's
     if chosen not in ('lecture', 'cpu'):
         p.error(f"--settings must be auto, lecture or cpu, not {chosen!r}")
-    smaller = {k: v for k, v in cpu.items() if chosen == 'cpu' and defaults[k] == LECTURE[k] and k not in given}
-    edited = {k: v for k, v in defaults.items() if k in LECTURE and v != LECTURE[k] and k not in given}
-    cfg = argparse.Namespace(**{**defaults, **smaller, **given, 'device': dev, 'settings': chosen})
-    cfg.origin = dict(cpu=smaller, script=edited, command_line={k: v for k, v in given.items() if k in LECTURE},
-                      file=os.path.basename(values['__file__']))
+    column = {k: pair[chosen == 'cpu'] for k, pair in pairs.items()}
+    cfg = argparse.Namespace(**{**defaults, **column, **given, 'device': dev, 'settings': chosen})
+    cfg.origin = dict(column=column, file=os.path.basename(values['__file__']),
+                      command_line={k: v for k, v in given.items() if k not in ('device', 'settings')})
     check_settings(cfg, p.error)
     return cfg
 
@@ -150,15 +141,14 @@ def script_config(path, values, argv=None, description=None):
 
 
 def describe_settings(cfg):
-    """The lines that say where the model's and the training's values came from."""
+    """The lines that say which values of the `A if gpu else B` lines run, and why."""
     show = lambda d: ', '.join(f'{k}={v!r}' for k, v in d.items())
     o = cfg.origin
-    lines = ["settings: cpu, for a CPU or a laptop (--settings=lecture: the lecture's, hours on a CPU)"
-             if cfg.settings == 'cpu' else
-             "settings: the lecture's (--settings=cpu: smaller ones that train in minutes on a CPU)"]
-    lines += [f"  the CPU's, for those {o['file']} leaves at the lecture's values: {show(o['cpu'])}"] \
-        if o['cpu'] else []
-    lines += [f"  changed at the top of {o['file']}: {show(o['script'])}"] if o['script'] else []
+    lines = [f"settings: cpu, the values after `else` at the top of {o['file']}: a model that trains in minutes "
+             "(--settings=lecture: the lecture's, hours on a CPU)" if cfg.settings == 'cpu' else
+             f"settings: the lecture's, the values before `else` at the top of {o['file']} "
+             "(--settings=cpu: smaller ones that train in minutes on a CPU)"]
+    lines += [f"  {show({k: v for k, v in o['column'].items() if k not in o['command_line']})}"]
     lines += [f"  from the command line: {show(o['command_line'])}"] if o['command_line'] else []
     return '\n'.join(lines)
 
@@ -674,24 +664,14 @@ def checkpoint_chars(cfg):
 # ----------------------------------------------------------------------------- sampling
 @torch.inference_mode()
 def sample_stream(model, idx, max_new_tokens, temperature=1.0, top_k=None):
-    """Yield max_new_tokens tokens (B,) continuing idx (B,T), one at a time, as the lecture's generate draws them:
-    the model's own forward on the last block_size tokens, the last position's logits, softmax, multinomial. With
-    temperature 1 and no top_k, the same tokens as generate for the same seed (tests check it). temperature divides
-    the logits (below 1 safer, above 1 wilder); top_k keeps only the k likeliest tokens (1: greedy)."""
+    """Yield max_new_tokens tokens (B,) continuing idx (B,T), one at a time, so that they can be printed as they
+    come: each is model.generate(idx, 1, temperature, top_k), the model's own sampling (gpt.py's generate), in
+    eval mode (dropout off). An edit of generate changes what this yields."""
     was_training = model.training
-    model.eval()  # dropout off while sampling
+    model.eval()
     for _ in range(max_new_tokens):
-        logits, _ = model(idx[:, -model.block_size:])
-        logits = logits[:, -1, :] / temperature  # (B,vocab_size)
-        if top_k is not None:  # every token less likely than the k-th likeliest gets probability 0
-            kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
-            logits = logits.masked_fill(logits < kth, float('-inf'))
-        probs = F.softmax(logits, dim=-1)
-        if probs.device.type == 'mps':  # multinomial on MPS gave ids out of range, or '!' only, in some PyTorch
-            probs = probs.cpu()  # versions (PyTorch issues 92752, 98612; nanoGPT issue 458): draw them on the CPU
-        idx_next = torch.multinomial(probs, num_samples=1).to(idx.device)  # (B,1)
-        idx = torch.cat((idx, idx_next), dim=1)
-        yield idx_next[:, 0]
+        idx = model.generate(idx, 1, temperature, top_k)
+        yield idx[:, -1]
     model.train(was_training)
 
 

@@ -2,15 +2,17 @@
 
 `python gpt.py` trains, then samples; `python gpt.py --sample --prompt="ROMEO:"` samples from the
 saved checkpoint. Change a setting below and run again, as the video does, or give it on the command
-line: --name=value (--help lists them). On a CPU or a Mac (any device but CUDA) the settings you
-leave at the lecture's values get smaller ones that train in minutes; a run's first lines say which.
+line: --name=value (--help lists them). A line `name = A if gpu else B` holds two values: A, the
+lecture's, runs on an NVIDIA GPU; B, smaller, on a CPU or a Mac (the video: not the lecture's model
+on a MacBook), so that a run takes minutes. --settings=lecture or cpu picks A or B anywhere.
 
 What differs from the lecture's script:
 - the classes take their sizes as arguments, not from the globals (so other sizes can be built);
 - nanoGPT's weight init (normal, std 0.02, zero biases); cross_entropy ignores targets of -1 (EX2);
 - estimate_loss draws the same batches each time, so estimates compare across steps and runs; the
   losses are estimated after the last step too (the lecture: before it);
-- flash: Head's attention in one fused kernel (same math; --flash=False runs the lecture's lines);
+- generate takes nanoGPT's temperature and top_k; flash (off: opt-in) runs Head's attention in one
+  fused kernel instead of its lines;
 - AdamW's fused kernel on CUDA and CPUs; warmup_iters and lr_decay (off at the lecture's values);
 - what the video does not build lives in extras.py: download, the text's cache, the command line,
   checkpoints, --resume, mixed precision, torch.compile, torchrun, timing, sampling that streams."""
@@ -20,25 +22,27 @@ from torch.nn import functional as F
 
 import extras  # what the video does not build (a learner can skip it)
 
-# hyperparameters: the lecture's (10,788,929 parameters; val loss about 1.48 on one GPU)
-batch_size = 64       # how many independent sequences will we process in parallel?
-block_size = 256      # what is the maximum context length for predictions?
-max_iters = 5000      # training steps
-eval_interval = 500   # estimate the losses every this many steps
-learning_rate = 3e-4  # AdamW's learning rate
-eval_iters = 200      # batches averaged by each loss estimate
-n_embd = 384          # embedding dimension
-n_head = 6            # attention heads per block (head_size = n_embd // n_head)
-n_layer = 6           # transformer blocks
-dropout = 0.2         # dropout probability while training
+# hyperparameters: the lecture's before `else` (10,788,929 parameters; val loss about 1.48 on one
+# GPU), a CPU's after it (a smaller model that trains in about 1.5 minutes on 2 cores)
+gpu = torch.cuda.is_available()  # the lecture's values need an NVIDIA GPU
+batch_size = 64 if gpu else 48         # independent sequences processed in parallel
+block_size = 256 if gpu else 64        # what is the maximum context length for predictions?
+max_iters = 5000 if gpu else 3000      # training steps
+eval_interval = 500 if gpu else 250    # estimate the losses every this many steps
+learning_rate = 3e-4 if gpu else 2e-3  # AdamW's learning rate
+eval_iters = 200 if gpu else 10        # batches averaged by each loss estimate
+n_embd = 384 if gpu else 128           # embedding dimension
+n_head = 6 if gpu else 2               # attention heads per block (head_size = n_embd // n_head)
+n_layer = 6 if gpu else 2              # transformer blocks
+dropout = 0.2 if gpu else 0.0          # dropout probability while training
 # beyond the lecture
-warmup_iters = 0      # steps of linear learning-rate warmup
-lr_decay = False      # decay the learning rate linearly to 0 over the last 40% of max_iters
-settings = 'auto'     # 'lecture': the values above; 'cpu': smaller ones; auto: lecture on CUDA
+warmup_iters = 0 if gpu else 50        # steps of linear learning-rate warmup
+lr_decay = False if gpu else True      # decay the learning rate linearly to 0 over the last 40%
+compile = True if gpu else False       # torch.compile the model (runs without it where that fails)
+settings = 'auto'     # 'lecture': the values before else; 'cpu': after it; auto: lecture on CUDA
 device = 'auto'       # 'cuda', 'mps' or 'cpu'; 'auto' takes the first one available
 seed = 1337           # random seed: same seed and device, same losses and samples
-compile = True        # torch.compile the model (runs without it where that fails)
-flash = True          # attention in one fused kernel, F.scaled_dot_product_attention
+flash = False         # opt-in: a fused kernel instead of Head's lines (edits of them do nothing)
 dtype = 'auto'        # 'bfloat16', 'float16' or 'float32'; auto: what the hardware has natively
 input_file = 'input.txt'  # training text (tiny Shakespeare is downloaded if this is missing)
 ckpt_path = 'ckpt.pt'     # where the model with the best val loss is saved
@@ -116,7 +120,7 @@ class Head(nn.Module):
         k = self.key(x)    # (B,T,hs)
         q = self.query(x)  # (B,T,hs)
         v = self.value(x)  # (B,T,hs)
-        if self.flash:  # the five lines below in one fused kernel (tests check they agree)
+        if self.flash:  # opt-in: the five lines below in one fused kernel (tests check they agree)
             p = self.dropout.p if self.training else 0.0
             return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
         # compute attention scores ("affinities"), scaled by 1/sqrt(head_size)
@@ -219,19 +223,24 @@ class GPTLanguageModel(nn.Module):
         return logits, loss
 
     @torch.no_grad()
-    def generate(self, idx, max_new_tokens):
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
         # idx is (B, T) array of indices in the current context
         for _ in range(max_new_tokens):
             # crop idx to the last block_size tokens
             idx_cond = idx[:, -self.block_size:]
             # get the predictions
             logits, loss = self(idx_cond)
-            # focus only on the last time step
-            logits = logits[:, -1, :]  # becomes (B, C)
+            # focus only on the last time step; divide by the temperature (nanoGPT's)
+            logits = logits[:, -1, :] / temperature  # becomes (B, C)
+            if top_k is not None:  # nanoGPT's: only the top_k likeliest tokens can be drawn
+                v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+                logits[logits < v[:, [-1]]] = -float('Inf')
             # apply softmax to get probabilities
             probs = F.softmax(logits, dim=-1)  # (B, C)
+            if probs.device.type == 'mps':  # a Mac's multinomial can draw tokens of probability 0
+                probs = probs.cpu()  # (PyTorch issues 136623, 192577): draw them on the CPU
             # sample from the distribution
-            idx_next = torch.multinomial(probs, num_samples=1)  # (B, 1)
+            idx_next = torch.multinomial(probs, num_samples=1).to(idx.device)  # (B, 1)
             # append sampled index to the running sequence
             idx = torch.cat((idx, idx_next), dim=1)  # (B, T+1)
         return idx
@@ -272,14 +281,14 @@ def train(cfg, model=None, optimizer=None):
 # ----------------------------------------------------------------------------- sampling
 def main(argv=None):
     """Train (unless --sample), then sample from the best checkpoint."""
-    cfg = extras.parse_config(argv, globals())  # the settings above, smaller off CUDA; --name=value
+    cfg = extras.parse_config(argv, globals())  # the settings above (which column: --settings)
     rank = extras.start(cfg)  # prints the device and the settings; torchrun's processes join here
     torch.manual_seed(cfg.seed)
     if not cfg.sample:
         train(cfg)
     extras.stop_distributed()
     if rank == 0:  # the lecture: print(decode(m.generate(context, max_new_tokens=500)[0].tolist()))
-        extras.sample(cfg, GPTLanguageModel, tokenizer)  # printed as they come; then more.txt
+        extras.sample(cfg, GPTLanguageModel, tokenizer)  # generate, a token at a time; more.txt
 
 if __name__ == '__main__':
     extras.run(main)  # a mistake in the settings or the data: one line, no traceback

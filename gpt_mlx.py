@@ -39,21 +39,23 @@ except ImportError:  # Windows, Intel Macs, Linux before glibc 2.35: no MLX
           "use gpt.py, the same model in PyTorch", file=sys.stderr)
     sys.exit(1)
 
-# hyperparameters: the lecture's (10,788,929 parameters; val loss about 1.48 on one GPU)
-batch_size = 64       # how many independent sequences will we process in parallel?
-block_size = 256      # what is the maximum context length for predictions?
-max_iters = 5000      # training steps
-eval_interval = 500   # estimate the losses every this many steps
-learning_rate = 3e-4  # AdamW's learning rate
-eval_iters = 200      # batches averaged by each loss estimate
-n_embd = 384          # embedding dimension
-n_head = 6            # attention heads per block (head_size = n_embd // n_head)
-n_layer = 6           # transformer blocks
-dropout = 0.2         # dropout probability while training
+# hyperparameters: gpt.py's, the lecture's before `else`, a CPU's or a laptop's after it (the
+# video: not the lecture's model on a MacBook); --settings=lecture runs the lecture's
+gpu = False  # gpt.py's `gpu`, an NVIDIA GPU: MLX runs on a Mac's, so the values after else run
+batch_size = 64 if gpu else 48         # independent sequences processed in parallel
+block_size = 256 if gpu else 64        # what is the maximum context length for predictions?
+max_iters = 5000 if gpu else 3000      # training steps
+eval_interval = 500 if gpu else 250    # estimate the losses every this many steps
+learning_rate = 3e-4 if gpu else 2e-3  # AdamW's learning rate
+eval_iters = 200 if gpu else 10        # batches averaged by each loss estimate
+n_embd = 384 if gpu else 128           # embedding dimension
+n_head = 6 if gpu else 2               # attention heads per block (head_size = n_embd // n_head)
+n_layer = 6 if gpu else 2              # transformer blocks
+dropout = 0.2 if gpu else 0.0          # dropout probability while training
 # beyond the lecture
-warmup_iters = 0      # steps of linear learning-rate warmup
-lr_decay = False      # decay the learning rate linearly to 0 over the last 40% of max_iters
-settings = 'auto'     # 'lecture': the values above; 'cpu': smaller ones; auto: lecture on CUDA
+warmup_iters = 0 if gpu else 50        # steps of linear learning-rate warmup
+lr_decay = False if gpu else True      # decay the learning rate linearly to 0 over the last 40%
+settings = 'auto'     # 'lecture': the values before else; 'cpu' (auto): after it
 device = 'auto'       # 'gpu' (Metal) or 'cpu'; 'auto' takes the GPU where there is one
 seed = 1337           # random seed: same seed and device, same losses and samples
 compile = True        # mx.compile the training step
@@ -341,8 +343,7 @@ def sample_stream(model, idx, max_new_tokens, temperature=1.0, top_k=None):
 def main(argv=None):
     """Train (unless --sample), then sample from the best checkpoint, as gpt.py does."""
     devices = {'gpu': mx.metal.is_available(), 'cpu': True}
-    cpu = {k: v for k, v in extras.CPU.items() if k != 'compile'}  # compiled here on a CPU too
-    cfg = extras.parse_config(argv, globals(), devices, cpu)  # the settings above, --name=value
+    cfg = extras.parse_config(argv, globals(), devices)  # the settings above, --name=value
     mx.set_default_device(mx.gpu if cfg.device == 'gpu' else mx.cpu)
     print(f"device: {cfg.device}, MLX {mx.__version__} (choose with --device=gpu or cpu)")
     if not cfg.sample:

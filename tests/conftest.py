@@ -26,6 +26,9 @@ DOWNLOADED = ROOT / 'tests' / '.data' / 'tinyshakespeare.txt'     # where the te
 DATA = pathlib.Path(tempfile.mkdtemp(prefix='gpt-tests-')) / 'tinyshakespeare.txt'
 atexit.register(shutil.rmtree, DATA.parent, ignore_errors=True)
 
+# the CPU's values of gpt.py's two-valued settings (`name = A if gpu else B`: B)
+CPU = {name: pair[1] for name, (_, pair) in extras.script_settings(ROOT / 'gpt.py').items() if pair}
+
 # a GPT small enough that a whole run (training, samples, more.txt) takes seconds on a CPU
 TINY = ['--device=cpu', '--n_layer=1', '--n_embd=32', '--n_head=2', '--block_size=16', '--batch_size=8',
         '--max_iters=20', '--eval_interval=10', '--eval_iters=2', '--compile=False', '--max_new_tokens=50',

@@ -10,7 +10,7 @@ import torch
 
 import extras
 import gpt
-from conftest import ROOT, TINY, assert_user_error, call, interrupt, run_script, start_script
+from conftest import CPU, ROOT, TINY, assert_user_error, call, interrupt, run_script, start_script
 
 
 @pytest.fixture
@@ -81,13 +81,13 @@ def test_help_lists_every_setting_with_its_values():
                  'input_file', 'ckpt_path', 'sample', 'prompt', 'max_new_tokens'):
         assert f'--{name}' in result.stdout
     flat = ' '.join(result.stdout.split())  # argparse wraps long help lines
-    assert f"--n_embd int embedding dimension (lecture: 384, CPU: {extras.CPU['n_embd']})" in flat
+    assert f"--n_embd int embedding dimension (lecture: 384, CPU: {CPU['n_embd']})" in flat
     assert "--compile [bool] torch.compile the model" in flat and "(default: 'input.txt')" in flat
 
 
 def test_settings_sets_and_overrides():
     cpu = extras.parse_config(['--device=cpu'])
-    assert cpu.settings == 'cpu' and all(getattr(cpu, k) == v for k, v in extras.CPU.items())
+    assert cpu.settings == 'cpu' and all(getattr(cpu, k) == v for k, v in CPU.items())
     lecture = extras.parse_config(['--device=cpu', '--settings=lecture'])
     assert (lecture.n_embd, lecture.block_size, lecture.max_iters, lecture.dropout) == (384, 256, 5000, 0.2)
     mixed = extras.parse_config(['--device=cpu', '--settings=lecture', '--n_layer=2', '--dropout=0'])
@@ -219,11 +219,12 @@ def load_script(path, name):
 
 
 def test_an_edit_at_the_top_of_gpt_py_is_what_runs(data_path, tmp_path, monkeypatch, capsys):
-    """As the video does: change n_layer at the top, delete a setting's comment, change Head's attention."""
+    """As the video does: change n_layer at the top (the CPU's value, after else), delete a setting's comment,
+    set a value equal to the lecture's (it runs too), change Head's attention."""
     source = (ROOT / 'gpt.py').read_text(encoding='utf-8')
-    assert '\nn_layer = 6 ' in source and '\ndropout = 0.2 ' in source
-    edited = re.sub(r'\nn_layer = 6 .*', '\nn_layer = 3', source)  # no comment left on the line
-    edited = re.sub(r'\ndropout = 0.2 .*', '\ndropout = 0.1  # mine', edited)
+    assert '\nn_layer = 6 if gpu else 2 ' in source and '\ndropout = 0.2 if gpu else 0.0 ' in source
+    edited = re.sub(r'\nn_layer = 6 if gpu else 2 .*', '\nn_layer = 6 if gpu else 3', source)  # no comment left
+    edited = re.sub(r'\ndropout = 0.2 if gpu else 0.0 .*', '\ndropout = 0.2 if gpu else 0.2  # mine', edited)
     (tmp_path / 'gpt.py').write_text(edited, encoding='utf-8')
     mine = load_script(tmp_path / 'gpt.py', 'edited_gpt')
     monkeypatch.chdir(tmp_path)
@@ -233,13 +234,14 @@ def test_an_edit_at_the_top_of_gpt_py_is_what_runs(data_path, tmp_path, monkeypa
     out = capsys.readouterr().out
     total = sum(p.numel() for p in gpt.GPTLanguageModel(65, 32, 2, 3, 16).parameters())
     assert f'{total:,} parameters' in out  # three blocks: the edit ran
-    assert 'changed at the top of gpt.py: n_layer=3, dropout=0.1' in out
+    assert "settings: cpu, the values after `else` at the top of gpt.py" in out
+    assert ', n_layer=3, dropout=0.2, ' in out  # what runs, said in the run's first lines
     ckpt = torch.load(tmp_path / 'ckpt.pt', weights_only=True)
-    assert ckpt['config']['n_layer'] == 3 and ckpt['config']['dropout'] == 0.1
+    assert ckpt['config']['n_layer'] == 3 and ckpt['config']['dropout'] == 0.2  # the lecture's value, set: it ran
     assert not (tmp_path / 'more.txt').exists()  # --more_chars=0: none
     with pytest.raises(SystemExit):
         mine.main(['--help'])
-    assert '--n_layer int' in capsys.readouterr().out  # a setting without a comment is still a setting
+    assert '--n_layer int (lecture: 6, CPU: 3)' in ' '.join(capsys.readouterr().out.split())  # no comment: a setting
     # the attention's scale, changed inside Head.forward: the logits change
     scaled = edited.replace("wei = q @ k.transpose(-2, -1) * k.shape[-1]**-0.5",
                             "wei = q @ k.transpose(-2, -1) * k.shape[-1]**-0.5 * 4")
@@ -251,3 +253,48 @@ def test_an_edit_at_the_top_of_gpt_py_is_what_runs(data_path, tmp_path, monkeypa
         model = module.GPTLanguageModel(65, 32, 2, 2, 16, 0.0).eval()
         logits.append(model(torch.arange(16)[None])[0])
     assert not torch.allclose(*logits)
+
+
+def edited_checkout(tmp_path, find, insert):
+    """A copy of gpt.py and extras.py in tmp_path/src, with the line insert (indented as the line that starts with
+    find) put before that line in gpt.py."""
+    src = tmp_path / 'src'
+    src.mkdir(parents=True)
+    (src / 'extras.py').write_bytes((ROOT / 'extras.py').read_bytes())
+    lines = (ROOT / 'gpt.py').read_text(encoding='utf-8').split('\n')
+    at = next(i for i, line in enumerate(lines) if line.strip().startswith(find))
+    lines.insert(at, lines[at][:len(lines[at]) - len(lines[at].lstrip())] + insert)
+    (src / 'gpt.py').write_text('\n'.join(lines), encoding='utf-8')
+    return src / 'gpt.py'
+
+
+def run_copy(script, *args, cwd):
+    return subprocess.run([sys.executable, str(script), *map(str, args)], cwd=cwd, capture_output=True, text=True,
+                          timeout=300, encoding='utf-8')
+
+
+@pytest.mark.parametrize('settings', [[], ['--settings=lecture', '--compile=False']])
+def test_the_lectures_attention_lines_run_by_default(settings, data_path, tmp_path):
+    """A line that raises, put before Head.forward's scores line, is hit by a default CPU run and by the settings
+    CUDA gets (the lecture's: no --flash, so the lecture's lines run there too); --flash=True skips them."""
+    script = edited_checkout(tmp_path, 'wei = q @ k.transpose', "raise SystemExit('the lecture lines ran')")
+    tiny = ['--device=cpu', '--n_embd=12', '--n_layer=1', '--batch_size=2', '--block_size=8', '--max_iters=1',
+            '--eval_iters=1', '--max_new_tokens=1', '--more_chars=0', f'--input_file={data_path}']
+    result = run_copy(script, *tiny, *settings, cwd=tmp_path)
+    assert result.returncode == 1 and result.stderr == 'the lecture lines ran\n', result.stderr
+    fused = run_copy(script, *tiny, *settings, '--flash=True', cwd=tmp_path)
+    assert fused.returncode == 0, fused.stderr  # the opt-in kernel runs instead of the lines
+
+
+def test_an_edit_of_generate_changes_what_is_sampled(trained, tmp_path):
+    """A line that raises at the top of generate's body is hit by --sample; one that makes generate greedy
+    changes the printed text to the lecture's loop with argmax (what --top_k=1 prints)."""
+    cwd, _ = trained
+    script = edited_checkout(tmp_path, '# idx is (B, T) array', "raise SystemExit('generate ran')")
+    result = run_copy(script, '--sample', '--device=cpu', '--max_new_tokens=5', cwd=cwd)
+    assert result.returncode == 1 and result.stderr == 'generate ran\n', result.stderr
+    greedy = edited_checkout(tmp_path / 'greedy', 'probs = F.softmax(logits', "logits = logits * 1e4")
+    args = ['--sample', '--device=cpu', '--max_new_tokens=200', '--prompt=KING:']
+    plain, edited = (run_copy(s, *args, cwd=cwd) for s in (ROOT / 'gpt.py', greedy))
+    assert edited.stdout != plain.stdout
+    assert edited.stdout == run_copy(ROOT / 'gpt.py', *args, '--top_k=1', cwd=cwd).stdout

@@ -10,7 +10,7 @@ import torch
 
 import extras
 import gpt
-from conftest import DATA, ROOT, TINY
+from conftest import CPU, DATA, ROOT, TINY
 
 sys.path.insert(0, str(ROOT / 'exercises'))
 import ex3_pretrain_finetune as ex3  # noqa: E402
@@ -181,7 +181,7 @@ def test_every_speedrun_change_together_keeps_the_model_causal_and_trains_on_its
     assert all(b - a < 0.1 + 0.5 for a, b in zip(times[:first], times[1:first + 1])), times
     assert len(history) - first - 1 <= 3  # then only the 3 spread evenly (1 s apart), and the last
     cfg = speedrun.settings(every, c)
-    assert (cfg.batch_size, cfg.n_embd, cfg.n_head) == (32, 128, extras.CPU['n_head'])
+    assert (cfg.batch_size, cfg.n_embd, cfg.n_head) == (32, 128, CPU['n_head'])
     torch.manual_seed(0)
     model = speedrun.build(every, 65, cfg)
     assert all((b.sa.proj.weight == 0).all() and (b.ffwd.net[2].weight == 0).all() for b in model.blocks)

@@ -123,8 +123,13 @@ def test_head_scales_by_head_size_not_embedding_size():
 
 def test_lecture_model_has_10_788_929_parameters_and_starts_near_ln_65():
     torch.manual_seed(1337)
-    model = gpt.GPTLanguageModel(65)  # the lecture's sizes are the defaults
+    lecture = {name: pair[0] for name, (_, pair) in extras.script_settings(gpt.__file__).items() if pair}
+    sizes = [lecture[k] for k in ('n_embd', 'n_head', 'n_layer', 'block_size', 'dropout')]
+    assert sizes == [384, 6, 6, 256, 0.2]  # the values before `else` at the top of gpt.py
+    model = gpt.GPTLanguageModel(65, *sizes)
     assert sum(p.numel() for p in model.parameters()) == 10_788_929
+    small = gpt.GPTLanguageModel(65)  # off CUDA the defaults are the CPU's values, after `else`
+    assert sum(p.numel() for p in small.parameters()) == (10_788_929 if torch.cuda.is_available() else 420_929)
     idx = torch.randint(65, (4, 64))
     _, loss = model.eval()(idx, torch.randint(65, (4, 64)))
     # about -ln(1/65) = 4.17, a uniform guess; std-0.02 weights leave it a little above (the lecture's step 0: 4.28)

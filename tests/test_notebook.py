@@ -10,7 +10,7 @@ from nbclient import NotebookClient
 import torch
 
 import extras
-from conftest import ROOT
+from conftest import CPU, ROOT
 
 # appended to the copy: the notebook's own variables, as the last cell's output
 PROBE = """import json
@@ -59,7 +59,7 @@ def test_the_notebook_runs_top_to_bottom_and_computes_the_videos_values(data_pat
     assert torch.allclose(torch.tensor(v['wei4_0']), expected, atol=1e-6)
     assert torch.allclose(torch.tensor(v['wei4_0'][2][:3]), torch.tensor([0.2088, 0.1646, 0.6266]), atol=1e-4)  # video
     assert 0.8 < v['var_scaled'] < 1.25 and 0.8 * v['head_size'] < v['var_unscaled'] < 1.25 * v['head_size']
-    assert v['maps'] == 2 * extras.CPU['n_head'] and v['history'] == 6  # every head of the small model; 6 evaluations
+    assert v['maps'] == 2 * CPU['n_head'] and v['history'] == 6  # every head of the small model; 6 evaluations
     pictures = sum('image/png' in o.get('data', {}) for c in nb.cells if c.cell_type == 'code' for o in c.outputs)
     assert pictures == PICTURES
     assert sorted(os.listdir(tmp_path)) == ['input.txt', 'input.txt.cache', 'notebook.pt']

@@ -8,7 +8,7 @@ import torch
 
 import extras
 import gpt
-from conftest import ROOT, TINY, interrupt, run_script, start_script
+from conftest import ROOT, TINY, call, interrupt, run_script, start_script
 
 sys.path.insert(0, str(ROOT / 'exercises'))
 import ex4_literature  # noqa: E402
@@ -108,3 +108,20 @@ def test_characters_appear_while_the_sample_is_written_and_ctrl_c_stops_quietly(
     interrupt(proc)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and err == '\ninterrupted\n', err
+
+
+def test_temperature_and_top_k_from_the_command_line_reach_generate(trained, monkeypatch):
+    """--temperature and --top_k are generate's: top_k keeps only the k likeliest characters at each step."""
+    monkeypatch.chdir(trained)
+    args = ['--sample', '--device=cpu', '--max_new_tokens=300', '--prompt=KING:']
+    plain, cool, narrow = (call(gpt.main, *args, *more).stdout.split('):\n', 1)[1]
+                           for more in ([], ['--temperature=0.5'], ['--top_k=2', '--seed=5']))
+    assert len({plain, cool, narrow}) == 3
+    model, ckpt = extras.load_checkpoint(str(trained / 'ckpt.pt'), 'cpu')
+    encode, _ = gpt.tokenizer(ckpt['chars'])
+    idx = torch.tensor([encode(narrow[:-1])])  # the prompt and 300 characters (print adds the newline)
+    assert idx.shape[1] == len('KING:') + 300
+    with torch.no_grad():
+        for t in range(len('KING:'), idx.shape[1]):  # each character among the two likeliest after its context
+            top2 = model.eval()(idx[:, max(0, t - model.block_size):t])[0][0, -1].topk(2).indices.tolist()
+            assert idx[0, t].item() in top2, t

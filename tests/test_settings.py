@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import extras
 import gpt
-from conftest import DATA, ROOT, TINY, assert_user_error, call, run_script
+from conftest import CPU, DATA, ROOT, TINY, assert_user_error, call, run_script
 
 pytestmark = pytest.mark.usefixtures('data_path')  # DATA below: tiny Shakespeare, found or downloaded
 _, DEFAULTS, _ = extras.parse_settings(gpt.__file__, vars(gpt), [])
@@ -176,7 +176,7 @@ def test_resume_errors(tmp_path):
     with pytest.raises(extras.UserError, match='other settings') as e:
         extras.load_resume(other, model, optimizer, chars)
     assert str(e.value) == (f"the run at {tmp_path / 'ckpt.resume.pt'} had other settings or text: resume with the "
-                            f"same ones (--learning_rate={extras.CPU['learning_rate']} --n_embd=32)")  # the stopped run's
+                            f"same ones (--learning_rate={CPU['learning_rate']} --n_embd=32)")  # the stopped run's
     with pytest.raises(extras.UserError, match='other characters'):
         extras.load_resume(cfg, model, optimizer, chars[:-1] + ['~'])
     (tmp_path / 'ckpt.resume.pt').write_bytes(b'garbage')
