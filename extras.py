@@ -1,14 +1,16 @@
 """What gpt.py needs that the video does not build: a learner following the lecture can skip this file.
 
 gpt.py calls it in a few one-line calls whose names say what they do:
-- the settings: gpt.py's top lines, the CPU's smaller values, `--name=value` on the command line, and
-  one-line errors for anything that cannot work (`parse_config`, `run`);
+- the settings: gpt.py's top lines (the lecture's or the CPU's column of `A if gpu else B`),
+  `--name=value` on the command line, and one-line errors for anything that cannot work
+  (`parse_config`, `run`);
 - the data: tiny Shakespeare downloaded and checked, any text encoded once into a memory-mapped cache
   beside it, so that a text of any size fits (`load_text`);
 - the training run (`Training`): --init_from, torch.compile, torchrun, mixed precision and float16's
   loss scaling, the learning-rate schedule, timing and tokens/s, the best checkpoint, --resume after a
   crash, the divergence check and Ctrl-C;
-- sampling that streams: the characters of the model's own forward, printed as they come, and more.txt.
+- sampling that streams: the model's own generate called a token at a time, printed as they come, and
+  more.txt.
 All of a run's state lives in its `Training` object."""
 import argparse
 import ast
