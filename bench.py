@@ -178,7 +178,8 @@ def memory(dev):
 def report(cfg, name, c, with_levers):
     """Measure one set of gpt.py's settings and print its tables."""
     chars, splits = gpt.load_data(cfg.input_file, cfg.block_size)
-    batch = lambda: gpt.get_batch(splits['train'], cfg.batch_size, cfg.block_size, cfg.device)
+    def batch():
+        return gpt.get_batch(splits['train'], cfg.batch_size, cfg.block_size, cfg.device)
     dtype = extras.amp_dtype(cfg.device, cfg.dtype)
     if cfg.device == 'cuda':
         torch.cuda.reset_peak_memory_stats()
@@ -192,7 +193,8 @@ def report(cfg, name, c, with_levers):
         variants.update({
             'compile': Variant(cfg, len(chars), batch, not cfg.compile, cfg.flash, dtype),
             'attention': Variant(cfg, len(chars), batch, cfg.compile, not cfg.flash, dtype),
-            'autocast': Variant(cfg, len(chars), batch, cfg.compile, cfg.flash, 'float32' if dtype != 'float32' else other16),
+            'autocast': Variant(cfg, len(chars), batch, cfg.compile, cfg.flash,
+                                'float32' if dtype != 'float32' else other16),
             'heads': Variant(cfg, len(chars), batch, cfg.compile, cfg.flash, dtype, batched=True)})
     times = take_turns(variants, c)
     if base.failed:
@@ -211,7 +213,8 @@ def report(cfg, name, c, with_levers):
         fpt = flops_per_token(base.model, cfg.block_size)
         mfu = f"{fpt * tokens / step / (peak * 1e12):.1%} of {peak:g} TFLOP/s ({dtype})" if peak else \
             f"peak unknown for {name_dev}"
-        print(f"| step time | {step * 1e3:,.1f} ms ({f'median of {c.rounds} rounds' if with_levers else 'one round'}) |")
+        rounds = f'median of {c.rounds} rounds' if with_levers else 'one round'
+        print(f"| step time | {step * 1e3:,.1f} ms ({rounds}) |")
         print(f"| tokens/s | {tokens / step:,.0f} |")
         print(f"| model FLOPs utilisation | {mfu} ({fpt * tokens / step / 1e12:.3g} TFLOP/s achieved, "
               f"{fpt:,} FLOPs a token) |")
@@ -228,7 +231,8 @@ def report(cfg, name, c, with_levers):
     if not with_levers:
         return
     print("\n| lever | as set | changed to | step time: as set -> changed |\n| --- | --- | --- | --- |")
-    onoff = lambda b: 'on' if b else 'off'
+    def onoff(b):
+        return 'on' if b else 'off'
     rows = [('compile', onoff(cfg.compile), onoff(not cfg.compile)),
             ('attention', 'fused' if cfg.flash else 'explicit', 'explicit' if cfg.flash else 'fused'),
             ('autocast', dtype, variants['autocast'].dtype),
@@ -262,7 +266,8 @@ def main(argv=None):
     if c.steps < 1 or c.rounds < 1 or not (0 < c.round_seconds < math.inf and 0 < c.sample_seconds < math.inf):
         p.error("--steps and --rounds must be 1 or more, --round_seconds and --sample_seconds above 0")
     rest = [a for a in argv if a not in mine]
-    cfgs = [extras.parse_config([f'--settings={s}', f'--device={c.device}', *rest]) for s in chosen]  # all checked first
+    # every set's settings are checked before any is measured
+    cfgs = [extras.parse_config([f'--settings={s}', f'--device={c.device}', *rest]) for s in chosen]
     print(f"## bench.py on {c.device}: {device_name(c.device)}; PyTorch {torch.__version__}, Python "
           f"{platform.python_version()}, {platform.system()}; {datetime.date.today()}")
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # as gpt.py runs

@@ -30,7 +30,6 @@ import time
 import numpy as np
 import requests
 import torch
-from torch.nn import functional as F
 
 DATA_URL = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
 DATA_SHA256 = '86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed'
@@ -144,7 +143,8 @@ def script_config(path, values, argv=None, description=None):
 
 def describe_settings(cfg):
     """The lines that say which values of the `A if gpu else B` lines run, and why."""
-    show = lambda d: ', '.join(f'{k}={v!r}' for k, v in d.items())
+    def show(d):
+        return ', '.join(f'{k}={v!r}' for k, v in d.items())
     o = cfg.origin
     lines = [f"settings: cpu, the values after `else` at the top of {o['file']}: a model that trains in minutes "
              "(--settings=lecture: the lecture's, hours on a CPU)" if cfg.settings == 'cpu' else
@@ -451,7 +451,8 @@ def start(cfg):
         rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
         if rank:
             sys.stdout = open(os.devnull, 'w')
-    print(f"device: {cfg.device} (choose with --device=cuda, mps or cpu)" + (f"; {world} processes" if world > 1 else ""))
+    processes = f"; {world} processes" if world > 1 else ""
+    print(f"device: {cfg.device} (choose with --device=cuda, mps or cpu){processes}")
     if not cfg.sample:
         print(describe_settings(cfg))
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # TF32 matmuls on CUDA

@@ -8,7 +8,6 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 import extras  # noqa: E402
-import gpt  # noqa: E402
 
 # gpt.py's CPU settings as they were when EX3's and EX4's results in docs/exercises.md were measured; the CPU
 # settings have since taken batch 48, learning rate 2e-3 and 10 evaluation batches (docs/performance.md)

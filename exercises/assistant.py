@@ -48,7 +48,6 @@ Shakespeare (what the stages cost the document completer), samples, and what the
 docs/exercises.md."""
 import copy
 import pathlib
-import re
 import sys
 import time
 import zlib

@@ -193,7 +193,8 @@ def train(cfg):
     model = build(cfg).to(cfg.device)
     print(f"{sum(p.numel() for p in model.parameters()):,} parameters; training on {cfg.digits}-digit problems"
           f"{', position coupling' if cfg.coupling else ''}")
-    look = lambda: f"{score(model, *draw(1000, cfg.digits, g_val, testing=True), cfg.digits, cfg.device)[0]:.1%}"
+    def look():
+        return f"{score(model, *draw(1000, cfg.digits, g_val, testing=True), cfg.digits, cfg.device)[0]:.1%}"
     seconds, loss = fit(model, cfg, lambda: [get_batch(cfg.batch_size, cfg.digits, g, cfg.device, short=cfg.short)],
                         look)
     extras.save_checkpoint(cfg.ckpt_path, model, CHARS, cfg, cfg.max_iters, loss)
@@ -216,13 +217,14 @@ def fit(model, cfg, batch, look, schedule=cosine):
     steps: (training seconds, last loss). The calculator trains with it too, its long rows a part of their own, on
     gpt.py's schedule."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, fused=cfg.device in ('cuda', 'cpu'))
-    start, looking = time.time(), 0.0
+    start, looking, loss = time.time(), 0.0, None
     for it in range(cfg.max_iters + 1):
         if it % cfg.eval_interval == 0 or it == cfg.max_iters:  # a quick look at held-out problems
             t = time.time()
             seen = look()
             looking += time.time() - t
-            print(f"step {it}: loss {f'{loss.item():.4f}' if it else '(no step yet)'}, held-out exact match {seen}, "
+            shown = '(no step yet)' if loss is None else f'{loss.item():.4f}'
+            print(f"step {it}: loss {shown}, held-out exact match {seen}, "
                   f"{time.time() - start:.1f}s", flush=True)
         if it == cfg.max_iters:
             break

@@ -133,8 +133,9 @@ def build_corpus(path, shakespeare):
     """Download the packages, extract the texts, keep tiny Shakespeare's characters, remove the overlap; write path."""
     chars = sorted(set(shakespeare))
     if not (shutil.which('apt-get') and shutil.which('dpkg-deb')):
-        raise extras.UserError("--prepare takes the corpus from Debian's packages and needs apt-get and dpkg-deb (Debian "
-                            "or Ubuntu); on this system use any large UTF-8 text of your own: --corpus=your.txt")
+        raise extras.UserError("--prepare takes the corpus from Debian's packages and needs apt-get and dpkg-deb "
+                               "(Debian or Ubuntu); on this system use any large UTF-8 text of your own: "
+                               "--corpus=your.txt")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)
         try:
@@ -144,8 +145,9 @@ def build_corpus(path, shakespeare):
             kjv = subprocess.run([str(tmp / 'x/usr/bin/bible'), '-p', str(tmp / 'x/usr/lib'), '-m', '8192',
                                   'gen1:1-rev22:21'], check=True, capture_output=True, text=True).stdout
         except (OSError, subprocess.CalledProcessError) as e:
-            raise extras.UserError(f"could not get the corpus from Debian's packages ({e}); this needs apt-get and "
-                                "dpkg-deb (Debian or Ubuntu): use --corpus=FILE with a large text of your own") from None
+            raise extras.UserError(f"could not get the corpus from Debian's packages ({e}); this needs apt-get "
+                                   "and dpkg-deb (Debian or Ubuntu): use --corpus=FILE with a large text of your "
+                                   "own") from None
         parts = {'King James Bible': re.sub(r'(?m)^ +\d+ ', '', kjv),  # without verse numbers
                  'Jane Austen': austen(tmp / 'x/usr/lib/R/site-library/janeaustenr/data/Rdata.rdb'),
                  'GCIDE': dictionary(tmp / 'x/usr/share/dictd/gcide.dict.dz'),
@@ -227,7 +229,8 @@ def main(argv=None):
     print("| seed | corpus train loss | corpus val loss | gap | tiny Shakespeare val, not fine-tuned | seconds |")
     print("| --- | --- | --- | --- | --- | --- |")
     for seed, on, zero, pre_s, *_ in rows:
-        print(f"| {seed} | {on['train']:.4f} | {on['val']:.4f} | {on['val'] - on['train']:+.4f} | {zero:.4f} | {pre_s:.0f} |")
+        gap = on['val'] - on['train']
+        print(f"| {seed} | {on['train']:.4f} | {on['val']:.4f} | {gap:+.4f} | {zero:.4f} | {pre_s:.0f} |")
     print(f"\nTiny Shakespeare, {c.finetune_iters} steps each: best val loss")
     print(f"| seed | pretrained, fine-tuned at lr {c.finetune_lr:g} | seconds | from scratch at lr 3e-3 | seconds | "
           "difference |")

@@ -55,7 +55,8 @@ FEATURES = ('rope', 'tie', 'swiglu', 'relu2', 'gelu', 'qknorm', 'muon')
 
 # ----------------------------------------------------------------------------- the changes
 def rotate(x, base=10000.0):
-    """Rotary position embedding of queries or keys (...,T,hs): pairs of channels turned by position-dependent angles."""
+    """Rotary position embedding of queries or keys (...,T,hs): pairs of channels turned by angles that grow with
+    the position."""
     T, hs = x.shape[-2:]
     freqs = base ** (-torch.arange(0, hs, 2, device=x.device, dtype=torch.float32) / hs)  # (hs/2,)
     angles = torch.arange(T, device=x.device, dtype=torch.float32)[:, None] * freqs  # (T,hs/2)
@@ -86,7 +87,8 @@ class NoPositions(nn.Module):
 
 
 class SwiGLU(nn.Module):
-    """Feed-forward with a gated linear unit: silu(x W1) * (x W3), then W2; 8/3 x n_embd wide to match 4x ReLU's parameters."""
+    """Feed-forward with a gated linear unit: silu(x W1) * (x W3), then W2; 8/3 x n_embd wide to match 4x ReLU's
+    parameters."""
     def __init__(self, n_embd):
         super().__init__()
         hidden = int(8 * n_embd / 3)
@@ -145,8 +147,8 @@ class Muon(torch.optim.Optimizer):
     def __init__(self, model, lr, muon_lr, momentum=0.95, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, ns_steps=5):
         matrices = [p for p in model.blocks.parameters() if p.ndim == 2]
         others = [p for p in model.parameters() if all(p is not m for m in matrices)]
-        super().__init__([dict(params=matrices, muon=True, scale=muon_lr / lr), dict(params=others, muon=False, scale=1.0)],
-                         dict(lr=lr, momentum=momentum, betas=betas, eps=eps, weight_decay=weight_decay))
+        groups = [dict(params=matrices, muon=True, scale=muon_lr / lr), dict(params=others, muon=False, scale=1.0)]
+        super().__init__(groups, dict(lr=lr, momentum=momentum, betas=betas, eps=eps, weight_decay=weight_decay))
         self.ns_steps = ns_steps  # Newton-Schulz iterations per update
 
     @torch.no_grad()
@@ -160,7 +162,8 @@ class Muon(torch.optim.Optimizer):
                     bufs = [self.state[p].setdefault('momentum', torch.zeros_like(p)) for p in same]
                     torch._foreach_mul_(bufs, mu)
                     torch._foreach_add_(bufs, [p.grad for p in same])
-                    update = orthogonalize(torch.stack([p.grad + mu * buf for p, buf in zip(same, bufs)]), self.ns_steps)
+                    nesterov = torch.stack([p.grad + mu * buf for p, buf in zip(same, bufs)])
+                    update = orthogonalize(nesterov, self.ns_steps)
                     torch._foreach_add_(same, list(update.unbind(0)), alpha=-lr * max(1.0, shape[0] / shape[1]) ** 0.5)
                 continue
             for p in params:
@@ -260,11 +263,12 @@ def main(argv=None):
     base = statistics.mean(r[0] for r in results['baseline'])
     for v, rs in results.items():
         # the same seed's baseline time: a variant that ran longer is judged on what it had by then
-        within = [min((val for s, val in r[4] if s <= b[1]), default=float('nan')) for r, b in zip(rs, results['baseline'])]
+        within = [min((val for s, val in r[4] if s <= b[1]), default=float('nan'))
+                  for r, b in zip(rs, results['baseline'])]
         vals = [r[0] for r in rs]
         hit = [r[2] for r in rs if r[2] is not None]
-        to_target = f"{statistics.mean(hit):.0f}" + (f" ({len(hit)} of {len(rs)} seeds)" if len(hit) < len(rs) else "") \
-            if hit else 'not reached'
+        some = f" ({len(hit)} of {len(rs)} seeds)" if len(hit) < len(rs) else ""
+        to_target = f"{statistics.mean(hit):.0f}{some}" if hit else 'not reached'
         print(f"| {v} | {rs[0][3]:,} | {iters[v]} | {statistics.mean(vals):.4f} ({min(vals):.4f}-{max(vals):.4f}) | "
               f"{statistics.mean(vals) - base:+.4f} | {statistics.mean(r[1] for r in rs):.0f} | "
               f"{statistics.mean(within):.4f} | {to_target} |")

@@ -1,4 +1,5 @@
-"""EX4 as a laptop speedrun: the lowest val loss in the wall time of `python gpt.py`'s CPU run, changes added one by one.
+"""EX4 as a laptop speedrun: the lowest val loss in the wall time of `python gpt.py`'s CPU run, changes added one
+by one.
 
 The question: what do the tricks that modded-nanogpt's and nanochat's logs report as paying off at small scale buy on a
 laptop CPU, where a whole run lasts under three minutes? The rules:
@@ -68,8 +69,8 @@ early = 1.0               # seconds of clock between extra evaluations until the
 device = 'cpu'            # the CPU run is the one to beat ('cuda' and 'mps' run the same small models)
 input_file = 'input.txt'  # tiny Shakespeare (downloaded if this is missing)
 
-CHANGES = ('clock', 'muon', 'relu2', 'zeroinit', 'softcap', 'wsd', 'lr2x', 'batch32', 'vembed', 'ns3', 'bsched', 'ctxsched',
-           'muon2x', 'adam2x')
+CHANGES = ('clock', 'muon', 'relu2', 'zeroinit', 'softcap', 'wsd', 'lr2x', 'batch32', 'vembed', 'ns3', 'bsched',
+           'ctxsched', 'muon2x', 'adam2x')
 
 
 class SoftCap(nn.Module):
@@ -229,15 +230,17 @@ def main(argv=None):
             results.append((val, steps, reached))
             print(f"{'+'.join(changes)}, seed {seed}: val {val:.4f} after {steps} steps; val <= {c.target} at "
                   f"{'never' if reached is None else f'{reached:.0f}s'}", flush=True)
-        better = statistics.mean(r[0] for r in results) < statistics.mean(r[0] for r in rows[-1 if rows[-1][3] else
-                                                                          max(i for i, r in enumerate(rows) if r[3])][2])
+        last_kept = rows[-1 if rows[-1][3] else max(i for i, r in enumerate(rows) if r[3])]
+        better = statistics.mean(r[0] for r in results) < statistics.mean(r[0] for r in last_kept[2])
         better = better or name == 'clock'  # the harness itself: kept, whatever it gives
         kept = changes if better else kept
         rows.append((name, changes, results, better))
-    half = {seed: run(kept, seed, base[seed][2] / 2, c, chars, splits)[:3] for seed in c.seeds if base[seed][2] is not None}
+    half = {seed: run(kept, seed, base[seed][2] / 2, c, chars, splits)[:3]
+            for seed in c.seeds if base[seed][2] is not None}
     for seed, (val, steps, reached) in half.items():
         print(f"{'+'.join(kept)} in half of gpt.py's {base[seed][2]:.0f}s to {c.target}, seed {seed}: val {val:.4f} "
-              f"after {steps} steps; val <= {c.target} at {'never' if reached is None else f'{reached:.1f}s'}", flush=True)
+              f"after {steps} steps; val <= {c.target} at {'never' if reached is None else f'{reached:.1f}s'}",
+              flush=True)
     print(f"\n| row | change | val loss: mean (range) over seeds {', '.join(map(str, c.seeds))} | gain | steps | "
           f"seconds to val {c.target} | kept |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
@@ -248,7 +251,7 @@ def main(argv=None):
         gain = '' if last is None else f"{statistics.mean(vals) - last:+.4f}"
         print(f"| {i} | {name} | {statistics.mean(vals):.4f} ({min(vals):.4f}-{max(vals):.4f}) | {gain} | "
               f"{statistics.mean(r[1] for r in results):.0f} | "
-              f"{f'{statistics.mean(hit):.0f}' if len(hit) == len(results) else f'{len(hit)} of {len(results)} seeds'} | "
+              f"{f'{statistics.mean(hit):.0f}' if len(hit) == len(results) else f'{len(hit)} of {len(results)}'} | "
               f"{'yes' if good else 'no'} |")
         last = statistics.mean(vals) if good else last
     if half:

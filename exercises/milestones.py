@@ -25,7 +25,7 @@ import gpt  # noqa: E402
 from _shared import exercise_settings  # noqa: E402
 
 # settings (each can be changed on the command line: --name=value)
-steps = 'all'          # rows to run, comma-separated (bigram,head,multihead,ffwd,blocks,residual,layernorm,scaled), or all
+steps = 'all'          # rows, comma-separated, or all (bigram,head,multihead,ffwd,blocks,residual,layernorm,scaled)
 seeds = '1337'         # comma-separated random seeds: each row is trained once per seed
 batch_size = 32        # sequences per batch, as in the video up to the scaling-up step
 block_size = 8         # context length
@@ -174,7 +174,8 @@ def draw(rows, path):
            label="the video's")
     ax.set_xticks([i + seeds * width / 2 for i in range(len(steps))], steps, fontsize=8)
     ax.set_ylim(1.8 if 'scaled' not in steps else 1.3, max(r[0] for rs in rows.values() for r in rs) + 0.1)
-    ax.set_ylabel('val loss'); ax.legend(fontsize=8)
+    ax.set_ylabel('val loss')
+    ax.legend(fontsize=8)
     ax.set_title("Each step of the video, measured (bars per seed) beside the video's val loss", fontsize=10)
     extras.save_atomic(path, lambda f: fig.savefig(f, format='png', dpi=90, bbox_inches='tight'))
     print(f"drew the table into {path}")

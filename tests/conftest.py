@@ -18,7 +18,6 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import extras  # noqa: E402
-import gpt  # noqa: E402
 
 SHARED = ROOT.parent / 'shared' / 'data' / 'tinyshakespeare.txt'  # this project's CI has it; a fresh clone does not
 DOWNLOADED = ROOT / 'tests' / '.data' / 'tinyshakespeare.txt'     # where the tests download it, once (git-ignored)
@@ -42,7 +41,8 @@ def is_tiny_shakespeare(path):
 
 def find_tiny_shakespeare(shared=SHARED, local=ROOT / 'input.txt', downloaded=DOWNLOADED):
     """(path, how): ../shared's copy, else input.txt if it is tiny Shakespeare, else an earlier download, else a new
-    download with gpt.py's own code (its SHA-256 checked). Offline with none of them: a extras.UserError saying what to do."""
+    download with gpt.py's own code (its SHA-256 checked). Offline with none of them: a extras.UserError saying what
+    to do."""
     for path, how in ((shared, None), (local, None), (downloaded, None)):
         if is_tiny_shakespeare(path):
             return pathlib.Path(path), how

@@ -240,5 +240,5 @@ def test_without_a_base_model_or_a_pipeline_one_line_says_what_to_run(tmp_path, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ['input.txt']  # nothing written, not even the text's cache
     (tmp_path / 'other.pt').write_bytes(b'not a checkpoint')
     assert_user_error(call(assistant.main, '--eval', '--ckpt_path=other.pt'), 1,
-                      "other.pt holds no pipeline of this script (UnpicklingError): run `python exercises/assistant.py` "
-                      "again")
+                      "other.pt holds no pipeline of this script (UnpicklingError): run "
+                      "`python exercises/assistant.py` again")

@@ -34,7 +34,7 @@ def test_the_report_has_every_row_for_both_sets(data_path, tmp_path):
     assert [lever[0] for lever in levers] == ['compile', 'attention', 'autocast', 'heads']  # for the first set only
     for lever in levers:
         assert re.fullmatch(r'[\d,.]+ -> [\d,.]+ ms \([\d.]+x the speed\)', lever[3]), lever
-    assert levers[0][1:3] == ('off', next(l[2] for l in levers if l[0] == 'compile'))
+    assert levers[0][1:3] == ('off', next(row[2] for row in levers if row[0] == 'compile'))
     assert re.search(r'compiled in [\d.]+ s', levers[0][2])
     assert re.search(r'\| sampling, context full \| [\d,]+ characters/s ', out)
     assert list(tmp_path.iterdir()) == []  # it writes nothing

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 import extras
-import gpt
 from conftest import ROOT, assert_user_error, call
 
 sys.path.insert(0, str(ROOT / 'exercises'))
@@ -136,7 +135,7 @@ def test_batches_mask_the_prompt_and_the_padding_and_mix_every_operation():
     torch.manual_seed(0)
     model = calc.build(argparse.Namespace(n_embd=16, n_head=2, n_layer=1, flash=True, **vars(ALL)))
     losses = [(model(*p)[1], (p[1] != -1).sum()) for p in parts]  # as fit weighs them: the loss of the whole batch
-    assert torch.allclose(sum(l * n for l, n in losses) / sum(n for _, n in losses), model(x, y)[1])
+    assert torch.allclose(sum(part * n for part, n in losses) / sum(n for _, n in losses), model(x, y)[1])
 
 
 def test_the_held_out_rule_is_the_addition_exercises_but_the_tables_train_and_it_never_leaks_into_training():

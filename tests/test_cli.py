@@ -58,7 +58,8 @@ def test_same_seed_same_losses_and_same_sample(trained, data_path, tmp_path, mon
     _, first = trained
     monkeypatch.chdir(tmp_path)
     again = call(gpt.main, *TINY, f'--input_file={data_path}')  # in this process; the first was a new Python
-    strip = lambda s: re.sub(r'[\d.,]+s\b|[\d,]+ tokens/s|[\d,]+ MiB|\(\d+%', '', s)  # times vary
+    def strip(s):
+        return re.sub(r'[\d.,]+s\b|[\d,]+ tokens/s|[\d,]+ MiB|\(\d+%', '', s)  # times vary
     assert strip(again.stdout) == strip(first.stdout)
     assert (tmp_path / 'more.txt').read_text(encoding='utf-8') == (trained[0] / 'more.txt').read_text(encoding='utf-8')
     other = call(gpt.main, *TINY, '--seed=7', f'--input_file={data_path}')

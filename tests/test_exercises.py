@@ -21,7 +21,8 @@ SMALL = argparse.Namespace(n_embd=32, n_head=4, n_layer=3, block_size=8)  # the 
 # ----------------------------------------------------------------------------- milestones
 def expected_parameters(step, V=65, C=32, T=8, layers=3):
     """Counted by hand from the video's code at each step."""
-    linear = lambda n_in, n_out, bias=True: n_in * n_out + (n_out if bias else 0)
+    def linear(n_in, n_out, bias=True):
+        return n_in * n_out + (n_out if bias else 0)
     frame = V * C + T * C + linear(C, V)  # token and position embeddings, lm_head
     attention = 3 * C * C                 # every head's key, query, value: (C, hs) each, nh * hs = C
     mlp = linear(C, 4 * C) + linear(4 * C, C)
@@ -91,7 +92,8 @@ def test_batched_self_attention_equals_multihead_attention_outputs_and_gradients
     (a, ga, _), (b, gb, _) = grads
     assert (a - b).abs().max() < 1e-5 and (ga - gb).abs().max() < 1e-5
     # the weight gradients too: the batched qkv gradient, cut back into heads, is each head's gradient
-    loss = lambda m: ((m(x) - target) ** 2).sum()
+    def loss(m):
+        return ((m(x) - target) ** 2).sum()
     loss(mha).backward()
     loss(batched).backward()
     C, hs = 48, 8
@@ -255,6 +257,7 @@ def test_temperature_and_top_k_shape_the_distribution():
         model.lm_head.weight.zero_()
         model.lm_head.bias.copy_(torch.linspace(-3, 3, 65))  # the logits, whatever the input: higher ids likelier
     start = torch.zeros((400, 1), dtype=torch.long)
-    distinct = lambda **kw: len(set(sample(model, start, 1, **kw)[:, 1].tolist()))
+    def distinct(**kw):
+        return len(set(sample(model, start, 1, **kw)[:, 1].tolist()))
     assert set(sample(model, start, 1, top_k=3)[:, 1].tolist()) <= {62, 63, 64}
     assert distinct(temperature=0.1) < distinct() < distinct(temperature=10.0)

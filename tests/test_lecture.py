@@ -162,7 +162,8 @@ def test_data_split_and_targets_are_inputs_shifted_by_one(data_path, text):
     assert x.shape == y.shape == (4, 8)
     starts = torch.randint(len(splits['train']) - 8, (4,), generator=torch.Generator().manual_seed(3))
     for row_x, row_y, i in zip(x, y, starts):  # each row is a chunk of the text; its target, the next chunk
-        assert torch.equal(row_x, splits['train'][i:i + 8].long()) and torch.equal(row_y, splits['train'][i + 1:i + 9].long())
+        assert torch.equal(row_x, splits['train'][i:i + 8].long())
+        assert torch.equal(row_y, splits['train'][i + 1:i + 9].long())
     assert torch.equal(x[:, 1:], y[:, :-1])
 
 

@@ -119,7 +119,8 @@ def test_a_tiny_mlx_run_learns_and_gpt_py_samples_what_it_saved(data_path, tmp_p
     theirs = call(gpt.main, *greedy, '--device=cpu')
     ours = call(gpt_mlx.main, *greedy)
     assert theirs.returncode == ours.returncode == 0, theirs.stderr + ours.stderr
-    text = lambda r: r.stdout.split('):\n', 1)[1]
+    def text(r):
+        return r.stdout.split('):\n', 1)[1]
     assert len(text(theirs)) == len('ROMEO:') + 500 + 1 and text(ours) == text(theirs)
 
 

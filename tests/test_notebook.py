@@ -9,7 +9,6 @@ import nbformat
 from nbclient import NotebookClient
 import torch
 
-import extras
 from conftest import CPU, ROOT
 
 # appended to the copy: the notebook's own variables, as the last cell's output

@@ -8,7 +8,7 @@ import torch
 
 import extras
 import gpt
-from conftest import ROOT, TINY, call, interrupt, run_script, start_script
+from conftest import ROOT, call, interrupt, run_script, start_script
 
 sys.path.insert(0, str(ROOT / 'exercises'))
 import ex4_literature  # noqa: E402

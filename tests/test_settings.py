@@ -4,7 +4,6 @@ import io
 import math
 import pathlib
 import re
-import signal
 import subprocess
 import sys
 import tempfile
