@@ -419,7 +419,7 @@ def try_compile(model, batch, device, dtype='auto'):
 
 def get_lr(it, cfg):
     """Linear warmup for warmup_iters steps, then constant; with lr_decay, a linear decay to zero over the last 40%
-    of max_iters (warmup-stable-decay: in exercises/ex4_speedrun.py it ended 0.017 below a cosine decay)."""
+    of max_iters (warmup-stable-decay, which ended below a cosine decay in EX4's speedrun)."""
     if it < cfg.warmup_iters:
         return cfg.learning_rate * (it + 1) / cfg.warmup_iters
     left = (cfg.max_iters - it) / max(1, cfg.max_iters)  # the share of the run still to come

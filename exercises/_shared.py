@@ -9,8 +9,8 @@ import torch  # noqa: E402
 
 import extras  # noqa: E402
 
-# gpt.py's CPU settings as they were when EX3's and EX4's results in docs/exercises.md were measured; the CPU
-# settings have since taken batch 48, learning rate 2e-3 and 10 evaluation batches (docs/performance.md)
+# gpt.py's CPU settings as they were when EX3's and EX4's results were measured; the CPU
+# settings have since taken batch 48, learning rate 2e-3 and 10 evaluation batches
 CPU_AS_MEASURED = ['--settings=cpu', '--batch_size=16', '--learning_rate=3e-3', '--eval_iters=20']
 
 

@@ -1,51 +1,28 @@
 """The video's last chapter, runnable: from a document completer to an assistant, on a CPU in minutes.
 
-The video (1:48:53, "back to ChatGPT"): pretraining makes a document completer; ChatGPT then takes
-three fine-tuning stages: supervised fine-tuning on demonstrations, a reward model trained on samples
-that people rank, and reinforcement learning against that reward model (PPO). The conclusion: "we did
-not talk about any of the fine-tuning stages". Here are all three, on top of `gpt.py`'s checkpoint.
+The video (1:48:53): pretraining makes a document completer; ChatGPT then takes three fine-tuning stages:
+supervised fine-tuning on demonstrations, a reward model trained on samples that people rank, and
+reinforcement learning against that reward model (PPO). "We did not talk about any of the fine-tuning
+stages": here are all three, on top of `gpt.py`'s checkpoint.
 
-The task (what an assistant should do and a document completer does not): "write a line that begins
-with the letter L and ends with the mark M". The prompt is `$LM$` and a newline (`$T?$` asks for a
-line like "To be, or not to be?"); tiny Shakespeare has no `$` at a line's start, so the markers are
-new to the model. The response is one line, ended by a newline. The judge is a rule: a line of 3
-words or more, beginning with the capital L and ending with M (`judge`). The instructions: every
-letter-and-mark pair with at least 5 lines of tiny Shakespeare's train split that meet it (107);
-one in ten (a fixed hash) is held out, never in a training prompt, and every score below is on
-those 10. Why this task: it is checked by a rule, gpt.py's 2-layer CPU model does it for 60-72% of
-held-out prompts after 1.5-3.6 minutes of fine-tuning, and the base model almost never (0.2-0.8%).
-The first version asked for a line that contains a word W; that model did not learn to copy a word
-out of the prompt in minutes (0.3% after 1500 steps of fine-tuning; 13% after 2000 at a learning rate
-that cost 0.8 of val loss).
+The task: a prompt `$LM$` and a newline asks for a line that begins with the letter L and ends with the
+mark M (`$T?$`: "To be, or not to be?"). The judge is a rule (`judge`): 3 words or more, the capital L,
+the mark M. 107 letter-and-mark instructions have at least 5 lines of tiny Shakespeare's train split
+that meet them; one in ten is held out, never in a training prompt, and every score is on those.
 
 The stages, each a function below:
-1. `sft`: supervised fine-tuning on demonstrations: `$LM$`, newline, then a line of the train split
-   that meets the instruction. The loss counts the response only: the prompt's targets are -1, which
-   `gpt.py`'s loss ignores (`ignore_index=-1`), as EX2 masks the problem.
-2. `train_reward_model`: `gpt.py`'s model (the SFT model's weights) with a scalar head in place of
-   `lm_head`: its outputs at the response's first and last characters, summed, are the reward. It
-   learns from pairs of the SFT model's samples for one prompt that the judge ranks (by how many of
-   the three requirements each meets: a line, the letter, the mark), as people rank samples for
-   ChatGPT, with the pairwise loss -log sigmoid(r_chosen - r_rejected). Each prompt's samples
-   include answers borrowed from a prompt for another letter and from one for another mark, so that
-   some pairs differ in the letter alone and some in the mark alone (`preference_pairs` says why).
-3. `rl`: a policy gradient against the reward model (never the judge, so that reward hacking can
-   show): for each prompt `group` samples, drawn at temperature 2.0 to explore (`rl_step` says
-   why); each one's advantage is its reward minus the group's mean, over the batch's standard
-   deviation; the loss is -advantage x the response's log probability, plus kl_coef x the KL to the
-   SFT model (exact over the vocabulary at each response character; 0.2, `rl` says why). Why not PPO:
-   PPO takes several steps on each batch of samples, clipping the ratio of new to old probabilities,
-   with a value network for the baseline; with one step per batch the ratio is 1 and its gradient is
-   this one, and the group's mean replaces the value network (nanochat's chat_rl and GRPO do the same).
-
-Measured on held-out prompts for the base model (given the same prompt), after SFT and after RL: the
-judge's success rate, the reward model's mean reward, the KL to the SFT model, val loss on tiny
-Shakespeare (what the stages cost the document completer), samples, and what the reward model checks
-(`checks`: a line under its own prompt against the same line under a prompt for another letter or mark).
+1. `sft`: demonstrations (the prompt, then a train-split line that meets it); the loss counts the
+   response only (the prompt's targets are -1, as EX2 masks the problem).
+2. `train_reward_model`: the SFT model with a scalar head in place of `lm_head`, read at the response's
+   first and last characters, trained on pairs of the SFT model's samples ranked by the judge (as people
+   rank ChatGPT's), with the loss -log sigmoid(r_chosen - r_rejected).
+3. `rl`: a policy gradient against the reward model, never the judge, so that reward hacking can show:
+   each sample's advantage is its reward minus its group's mean, plus a KL penalty to the SFT model.
+   Not PPO: with one step per batch PPO's ratio is 1 and its gradient is this one, and the group's mean
+   replaces the value network (as nanochat's chat_rl and GRPO do).
 
 `python gpt.py` first (its ckpt.pt is the base), then `python exercises/assistant.py --plot=assistant.png`;
-`--eval --seed=S` scores the saved pipeline again on held-out prompts drawn with seed S. Results:
-docs/exercises.md."""
+`--eval --seed=S` scores the saved pipeline again on other held-out prompts. Results: docs/results.md."""
 import copy
 import pathlib
 import sys
@@ -226,9 +203,8 @@ def sft(model, train, text, encode, c):
     """Supervised fine-tuning: the lecture's training loop on demonstrations, the loss on the response only,
     plus the lecture's loss on a batch of tiny Shakespeare, so that the model stays a document completer
     (InstructGPT mixes pretraining batches into its RL the same way). The learning rate decays linearly to 0, as
-    the base's did, so that SFT ends settled: at a constant sft_lr, the base of gpt.py's CPU settings lost 0.086
-    of val loss in SFT (seed 1337, bfloat16); decayed, 0.043, and the SFT model passed 72.2% of held-out prompts
-    where it had passed 67.8%."""
+    the base's did, so that SFT ends settled: at a constant sft_lr SFT cost the document completer about twice
+    the val loss, and passed fewer held-out prompts."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=c.sft_lr)
     g = torch.Generator().manual_seed(c.seed)
     model.train()
@@ -257,12 +233,12 @@ def preference_pairs(model, tasks, encode, decode, newline, c, borrow=True):
     mark and another letter, and to the next one that asks for the same letter and another mark, shown as answers
     to this prompt (their first letter, or their mark, is wrong for it). Why: on a training prompt the SFT model
     seldom writes a wrong first letter, so its own answers seldom differ in it, and a reward model that never sees
-    a pair differ in the letter does not learn to check it (measured: it ranked a line above itself under a prompt
-    for another letter 36-47% of the time, a coin). The mark: its own answers do differ in it, but a reward model
-    can learn which marks go with which training instruction instead of comparing the mark with the prompt's; one
-    (seed 1337, float32) then ranked a line under its own prompt above it under one for another mark 44.4% of the
-    time on held-out instructions, and RL closed 10% of SFT's distance to 100%. Borrowed answers differ from the
-    prompt's own in the one requirement the prompt changed, so the comparison is what tells them apart.
+    a pair differ in the letter does not learn to check it (it ranks a line under its own prompt against the same
+    line under a prompt for another letter no better than a coin). The mark: its own answers do differ in it, but
+    a reward model can learn which marks go with which training instruction instead of comparing the mark with
+    the prompt's, and then it cannot check the mark of a held-out instruction, and RL gains little there.
+    Borrowed answers differ from the prompt's own in the one requirement the prompt changed, so the comparison
+    is what tells them apart.
     Returns the samples, the pairs, and the share of the SFT model's own answers that pass."""
     asked = [t for t in tasks for _ in range(c.group)]
     idx, starts, ends = answer(model, [prompt(t) for t in asked], encode, newline)
@@ -297,9 +273,8 @@ def pair_accuracy(reward_model, samples, pairs):
 
 def train_reward_model(reward_model, samples, pairs, c):
     """The pairwise loss on the judge's pairs: -log sigmoid(r_chosen - r_rejected). The learning rate decays
-    linearly to 0, so that training ends settled: at a constant rm_lr one run (seed 7, bfloat16) ended on a spike,
-    its last step's loss 7 times the one 200 steps before, ranking 86.2% of held-out pairs where the others
-    ranked 98.6-99.9%."""
+    linearly to 0, so that training ends settled: at a constant rm_lr a run can end on a loss spike, and then
+    ranks held-out pairs worse."""
     idx, ends = samples
     optimizer = torch.optim.AdamW(reward_model.parameters(), lr=c.rm_lr)
     g = torch.Generator().manual_seed(c.seed)
@@ -331,8 +306,7 @@ def rl_step(policy, reference, reward, tasks, optimizer, encode, newline, c):
     temperature 1 the SFT model writes the right first letter on nearly every training prompt, so a group's
     answers share it, their advantages sum to zero, and RL learns nothing about the letter, while what it does
     learn (the mark) wears away the letter on held-out prompts (seed 42: wrong first letters 87 to 137 of 500).
-    Hotter, it sometimes writes a wrong one, the reward model marks it down, and the letter is learned: RL
-    closed half of SFT's distance to 100% in 4 whole runs of 6 at 1.5 and in 5 of 6 at 2.0 (docs/exercises.md)."""
+    Hotter, it sometimes writes a wrong one, the reward model marks it down, and the letter is learned."""
     prompts = [prompt(t) for t in tasks for _ in range(c.group)]
     idx, starts, ends = answer(policy, prompts, encode, newline, c.rl_temperature)
     with torch.no_grad():
@@ -361,10 +335,9 @@ def rl_step(policy, reference, reward, tasks, optimizer, encode, newline, c):
 def rl(policy, reference, reward_model, train, test_tasks, encode, decode, newline, c):
     """Reinforcement learning against the reward model; every eval_interval steps the judge, the reward model and
     the KL on a quarter of the held-out prompts. Returns the history [(step, success, reward, KL)].
-    kl_coef is 0.2: RL alone from one SFT model of gpt.py's CPU base (seed 1337, bfloat16) raised the val loss
-    0.050 above SFT's at 0.1 (passing 94.6% of held-out prompts) and 0.036 at 0.2 (92.6%), and the pipeline must
-    keep the base's val loss within 0.1. A batch of tiny Shakespeare in each RL step's loss, as in SFT, did not
-    (0.052 at 0.1), so RL has none."""
+    kl_coef is 0.2: at 0.1 RL raised the val loss by about half as much again, and the whole pipeline must keep the
+    base's val loss within 0.1. A batch of tiny Shakespeare in each RL step's loss, as in SFT, did not help there,
+    so RL has none."""
     optimizer = torch.optim.AdamW(policy.parameters(), lr=c.rl_lr)
     tasks, g, history = list(train), torch.Generator().manual_seed(c.seed + 1), []
     prompts_per_step = max(1, c.batch_size // c.group)

@@ -1,19 +1,22 @@
-"""Exercise 1 of the video: all heads in one class, "treating the heads as another batch dimension".
+"""Exercise 1 of the video: all heads in one class.
 
-Try it first: in gpt.py, MultiHeadAttention runs each Head in turn and concatenates their outputs,
-as the video does. Write one class that does the same math for all heads at once, then come back.
+The video's description: "EX1: The n-dimensional tensor mastery challenge: Combine the `Head` and
+`MultiHeadAttention` into one class that processes all the heads in parallel, treating the heads as
+another batch dimension (answer is in nanoGPT)."
 
-The question: how much does it buy to run the heads together rather than one `Head` at a time? The
-answer here: `BatchedSelfAttention` below holds one (n_embd, 3*n_embd) query/key/value projection for
-all heads, reshapes its output to (B, n_head, T, head_size), so that the heads sit beside the batch,
-and runs the lecture's attention math on all of them at once. Two versions of the same layer, with
-the same weights, are timed forward plus backward, in turns:
+Try it first: in gpt.py, MultiHeadAttention runs each Head in turn and concatenates their outputs, as
+the video does. Write one class that gives the same output, then come back and read
+`BatchedSelfAttention` below (and nanoGPT's `CausalSelfAttention`).
+
+The question this script answers: how much does it buy to run the heads together rather than one
+`Head` at a time? It times forward plus backward of two versions of the same layer, with the same
+weights, taking turns:
 - `gpt`: gpt.py's `MultiHeadAttention`, the video's `torch.cat([h(x) for h in heads], dim=-1)`;
 - `batched`: this file's class.
 
 `python exercises/ex1_batched_heads.py` times the CPU settings' shapes and the lecture's; results in
-docs/exercises.md. A test loads a `MultiHeadAttention`'s weights into `BatchedSelfAttention` and
-checks that outputs and gradients agree. bench.py times it as a lever of a whole training step."""
+docs/results.md. A test loads a `MultiHeadAttention`'s weights into `BatchedSelfAttention` and checks
+that outputs and gradients agree. bench.py times it as a lever of a whole training step."""
 import pathlib
 import statistics
 import sys

@@ -1,34 +1,24 @@
 """Exercise 2 of the video: train the GPT to add two numbers, a+b=c.
 
-The question: can `gpt.py`'s model, unchanged, learn long addition from examples alone, and be right
-on problems it never saw? The setup, as the exercise suggests:
-- every problem is written `a+b=` with a and b zero-padded to `digits` digits, then the answer c with
-  its digits reversed (units first, `digits`+1 of them): the order in which a person adds, carry by
-  carry, so each answer digit depends on digits the model has already seen;
-- problems are drawn on the fly; a fixed rule (a hash of the pair) sets 5% of all problems aside, and
-  training never sees one of them: every accuracy below is on that held-out part;
-- the loss counts the answer's digits only: the prompt's targets are -1, which `gpt.py`'s loss
-  ignores (`ignore_index=-1`), since a and b are random and cannot be predicted;
-- answers are decoded greedily (`extras.sample_stream(..., top_k=1)`: generate's loop, the likeliest token);
-- above 3 digits the settings in LONG follow from `digits` (unless given on the command line): position coupling,
-  128 wide, learning rate 2e-3, batch 64, --short=0.75, the fused attention; `--digits=10` alone is the 10-digit
-  recipe, in bfloat16 or float32;
-- --flash=True (on above 3 digits) runs attention in gpt.py's fused kernel: the same weights and math, but its
-  attention scores stay float32 under bfloat16; the lecture's `q @ k.T` rounds them to bfloat16, which kept 2 of 7
-  10-digit runs at chance on an Intel Xeon (docs/exercises.md, "The cause, measured");
-- --coupling=True (on above 3 digits) replaces the learned positions by position coupling
-  (Cho et al., 2024): each position gets a learned vector for the digit place it reads or predicts, shared by a's,
-  b's and c's digits of that place (units 1, tens 2, ...; `=` predicts the units, each answer digit the next
-  place), and a second one for the place a digit's carry goes to, shared with the answer digit of that place.
-  Learned positions alone must discover, place by place, which 2 of 20 digits to add and which 2 give the carry;
-  with coupling, those digits carry the answer position's own marks. The model is still `gpt.py`'s
-  GPTLanguageModel, with `PlaceMarks` as its position table.
-- --short=0.5 (the default) cuts half of the training operands to their last 1 to `digits` digits: a place where
-  one digit is 0 teaches its answer position where to look (`cut`); held-out problems stay whole. Without it a
-  start can sit at chance on the tens digit for the whole run, in bfloat16 or float32 (docs/exercises.md).
+The video's description: "train a GPT to do addition of two numbers, i.e. a+b=c. You may find it helpful
+to predict the digits of c in reverse order ... You may want to modify the data loader to simply serve
+random problems ... You may want to mask out the loss at the input positions of a+b ... using y=-1 in
+the targets ... Does your Transformer learn to add?" The setup, as it suggests:
+- every problem is `a+b=` (a and b zero-padded to `digits` digits), then c with its digits reversed, units
+  first: the order in which a person adds, carry by carry;
+- problems are drawn on the fly; a fixed rule (a hash of the pair) sets 5% of them aside, never trained
+  on: every accuracy is on that held-out part;
+- the loss counts the answer's digits only: the prompt's targets are -1 (`ignore_index=-1`);
+- answers are decoded greedily through `generate` (`extras.sample_stream`, top_k=1);
+- --short=0.5 (the default) cuts half of the training operands short: a place where one digit is 0 shows
+  the answer position where to look; without it some starts sit at chance on the tens digit;
+- above 3 digits the settings in LONG follow from `digits`: position coupling (`PlaceMarks`: each position
+  learns the digit place it reads or predicts, Cho et al., 2024), 128 wide, learning rate 2e-3, batch 64,
+  --short=0.75, and gpt.py's fused attention, whose scores stay float32 under bfloat16 autocast (the
+  lecture's `q @ k.T` rounds them, which kept some 10-digit runs at chance on the units digit).
 
 `python exercises/ex2_addition.py` trains and scores; `--eval` scores the saved checkpoint again on
-problems drawn with another `--seed`. Results: docs/exercises.md."""
+problems drawn with another `--seed`. Results: docs/results.md."""
 import math
 import pathlib
 import sys
@@ -65,7 +55,7 @@ flash = False          # attention in gpt.py's fused kernel, whose scores stay f
 
 # the vocabulary: digit d is token d (not a setting: its name is upper case)
 CHARS = '0123456789+='
-# above 3 digits, these take the place of the values above unless given on the command line (docs/exercises.md);
+# above 3 digits, these take the place of the values above unless given on the command line (docs/results.md);
 # flash: why, in the docstring's --flash above
 LONG = dict(coupling=True, n_embd=128, learning_rate=2e-3, batch_size=64, short=0.75, flash=True)
 

@@ -1,53 +1,26 @@
 """The video's "swole doge project" after EX2: one GPT that answers a+b, a-b, a*b and a/b.
 
-The question: can `gpt.py`'s model, unchanged, learn all four operations on numbers of up to 3 digits, and be right
-on problems it never saw? The setup:
-- operands of 1 to `digits` digits (the count drawn first, uniformly, then the number: small numbers are as common
-  as large ones, so division meets every size of divisor and quotient); the operation drawn uniformly from --ops;
-- held out by the addition exercise's rule, `ex2_addition.held_out`: a pair (a, b) set aside is never trained on,
-  in any operation (nor is (b, a)); but at 2 digits or more, the 100 pairs of one-digit numbers (the tables) are
-  all trained: this draw makes each of them 1 in 900 problems, so the 5 the rule would set aside (0?0, 0?7, 7?0,
-  7?8, 8?7) would be 11% of the held-out problems, and one of them would decide a goal;
-- every row is `aaa?bbb=` (operands zero-padded), then the work, then the answer, then `.`; answers are written
-  units first, as in the addition exercise, so each digit depends on digits already written:
-  - `+`: the sum, `digits`+1 digits.                                      123+045=8610.  (168)
-  - `-`: a chain of thought first: a-b as taught at school, units first, each digit borrowing from the next as
-    addition carries (below 0 it is written as 10**`digits` less its size, as a counter that rolls back); then
-    its mark, `-` where it borrowed past its top digit, which is the sign; then |a-b|, `digits` digits.
-                                                                         045-123=229-870.  (-78: 1000-78 = 922)
-  - `*`: a chain of thought first: a times each digit of b, units first, and after each but the first, the sum so
-    far (each sum adds two numbers, as the addition exercise does); the last sum is the product, 2*`digits` digits.
-                                                                 012*034=8400,6300,80400,0000,804000.  (408)
-  - `/`: `E` if b is 0; else long division as taught at school, with a check after each guess: for each digit of
-    a, the part of a brought down (X, `digits`+1 digits), a guess g of its quotient digit, g*b, X-g*b and its mark
-    (`-` where the subtraction, units first, borrowed past its top digit: the number is below 0, written as
-    10**(`digits`+1) less its size; `+` where not), then the check: if X-g*b is below 0, b given back (X-g*b+b),
-    else one more b taken (X-g*b-b), and its mark. `-+` says g was one too many, `++` one too few, `+-` right, and
-    what is left after the right digit is written out: the check's number where its mark is `+`, else X-g*b. The
-    next part brought down and the quotient use the right digit. In training two guesses in five are made one
-    off (and are not targets themselves), so the checks learn to correct the model's own misses; then the quotient
-    and the remainder. Each step is 20 tokens at 3 digits, every number units first:
-                                     123/007=1000000001000+4999-,2100170005000+8999-,3500794004000+7999-,710r400.
-    (123 = 17*7 + 4: X=1, g=0, 1-0=1 +, 1-7 below 0 -; X=12, g=1, 7, 5 +, 5-7 -; X=53, g=7, 49, 4 +, 4-7 -;
-    then quotient 17 `r` remainder 4. A first guess of 1 would write 1000170004999-1000+: 1-7 is below 0, -6+7 = 1)
-- in training, `long_dividends` of division's problems are redrawn with a dividend of all `digits` digits (at 3
-  digits 73% in all, not a third): only long division's last step subtracts 3-digit numbers, and only there can a
-  difference above 0 borrow at the tens. In the 2-digit steps a borrow at the tens comes exactly when the difference
-  is below 0. With a third of the dividends long a model could keep that rule: float32 seed 2 wrote 532-470 as 42
-  and got 93.56% of the divisions; with 60% redrawn, 99.99% (docs/exercises.md);
-- the loss counts everything after `=` (the work and the answer; the prompt's targets are -1, and so are those of
-  the padding after `.`); only the answer is scored: exact match, and accuracy per answer digit;
-- each training batch goes through the model in three parts, division's rows, multiplication's and the others, each
-  cut to its longest row, so a step does not pay for the short rows' padding;
-- answers are decoded greedily with `extras.sample_stream` (`generate`'s loop, the likeliest token), but only where
-  one forward pass over the right rows finds the model's likeliest token wrong somewhere (`solve`: the same tokens);
-- attention runs in gpt.py's fused kernel (`flash = True`): the same weights and math as the lecture's lines, whose
-  `q @ k.T` rounds the scores to bfloat16 under bfloat16 autocast; the kernel keeps them float32, as the addition
-  exercise does above 3 digits. With the lecture's lines (`--flash=False`) in bfloat16, 1 seed of 5 met all four
-  goals; with the kernel, 5 of 5 (docs/exercises.md). In float32 the two are the same arithmetic.
+The video's description: "Once you have this, swole doge project: build a calculator clone in GPT, for all
+of +-*/. Not an easy problem. You may need Chain of Thought traces." The question: can `gpt.py`'s model,
+unchanged, learn all four operations on numbers of up to 3 digits, and be right on problems it never saw?
 
-`python exercises/ex2_calculator.py` trains and scores every operation on held-out problems; `--eval` scores the
-saved checkpoint again; `--ask=123*456` shows the model's work and answer. Results: docs/exercises.md."""
+The setup:
+- operands of 1 to `digits` digits, the operation drawn from --ops; a pair (a, b) held out by the addition
+  exercise's rule is never trained on, in any operation (the 100 one-digit pairs, the tables, always are);
+- every row is `aaa?bbb=`, then the work (a chain of thought for -, * and /, as taught at school; `work`
+  shows each format), then the answer, units first, then `.`; the loss counts everything after `=`, and
+  only the answer is scored (exact match, and per digit);
+- division checks each guessed quotient digit and corrects it; in training two guesses in five are made one
+  off, so that the checks learn to correct the model's own misses, and `long_dividends` of the divisions
+  have a full-length dividend (only there can long division's last step borrow at the tens with a
+  difference of 0 or more);
+- answers are decoded greedily through `generate` (`extras.sample_stream`, top_k=1), only for the rows where
+  one forward pass finds the likeliest token wrong somewhere (`solve`: the same tokens, faster);
+- attention runs in gpt.py's fused kernel (`flash = True`), whose scores stay float32 under bfloat16
+  autocast; the lecture's `q @ k.T` rounds them to bfloat16, which cost division its goal for some seeds.
+
+`python exercises/ex2_calculator.py` trains and scores every operation on held-out problems; `--eval` scores
+the saved checkpoint again; `--ask=123*456` shows the model's work and answer. Results: docs/results.md."""
 import pathlib
 import re
 import sys
@@ -100,8 +73,7 @@ def numbers(shape, generator, digits, long=False):
 
 def held_out(a, b, digits):
     """The addition exercise's rule, except that above 1 digit the one-digit pairs (the tables) always train: each
-    would be 2.2% of the held-out problems at 3 digits (0/0, never trained, was 237 of the 332 divisions one run
-    got wrong: docs/exercises.md)."""
+    would be 2.2% of the held-out problems at 3 digits, and one never trained (0/0) can decide a goal."""
     return addition.held_out(a, b) & ((a > 9) | (b > 9) | (digits == 1))
 
 
@@ -126,6 +98,16 @@ def sign(x):
     return torch.where(x < 0, CHARS.index('-'), CHARS.index('+'))[:, None]
 
 
+# The rows, every number units first (3 digits):
+#   +  the sum, digits+1 of them:                                 123+045=8610.  (168)
+#   -  a-b as taught at school, borrowing as addition carries (below 0 it rolls back like a counter, 1000-78),
+#      its mark (`-`: it borrowed past its top digit, the sign), then |a-b|:      045-123=229-870.  (-78)
+#   *  a times each digit of b, and after each but the first the sum so far; the last sum is the product:
+#                                                                 012*034=8400,6300,80400,0000,804000.  (408)
+#   /  `E` if b is 0; else for each digit of a: the part brought down X, a guess g, g*b, X-g*b and its mark,
+#      then the check (b given back if X-g*b is below 0, else one more b taken) and its mark: `-+` g was one
+#      too many, `++` one too few, `+-` right; then the quotient `r` the remainder:
+#        123/007=1000000001000+4999-,2100170005000+8999-,3500794004000+7999-,710r400.  (123 = 17*7 + 4)
 def work(op, a, b, digits, nudge=None):
     """The tokens after `=` for problems a op b, answer included, then `.`: (n, length) for this op and digits.
     nudge (n, digits) of -1, 0 or 1, for training: long division's guesses made that far off (kept within 0..9)."""
@@ -208,8 +190,8 @@ def get_batch(n, cfg, generator, device, testing=False):
         rows[i, :p + w.shape[1]] = torch.cat([prompt(op, a[i], b[i], cfg.digits), w], 1)
         first_end = (w == END).long().argmax(1)  # the first `.`: what comes after it is padding
         mask[i, :p + w.shape[1]] = torch.arange(p + w.shape[1]) <= p + first_end[:, None]
-        # a wrong guess is no target: only the check after it, and its correction, are learned. With the right digit
-        # as its target (tried 2026-12-03), 1 run of 3 met the goals against 2 of 3 for this (docs/exercises.md)
+        # a wrong guess is no target (the model should not learn to write wrong digits): only the check after it,
+        # and its correction, are learned
         if op == '/':
             mask[i[:, None], p + guess_columns(cfg.digits)] &= ~off
     x, y = rows[:, :-1], rows[:, 1:].clone()

@@ -1,33 +1,25 @@
 """EX3: pretrain on a large text, then fine-tune on tiny Shakespeare. Does pretraining help?
 
-The question (the video's EX3): train on a text so large that train and val loss show no gap, then
-start from that model and fine-tune on tiny Shakespeare with fewer steps and a lower learning rate.
-Is it better than training on tiny Shakespeare alone with the same budget?
+The video's description: "Find a dataset that is very large, so large that you can't see a gap between
+train and val loss. Pretrain the transformer on this data, then initialize with that model and finetune
+it on tiny shakespeare with a smaller number of steps and lower learning rate. Can you obtain a lower
+validation loss by the use of pretraining?"
 
-The setup: `gpt.py`'s CPU model (n_embd 128, 2 layers, context 64, batch 16) for every run.
-- Pretraining: `gpt.train` on the corpus for pretrain_iters steps (3e-3, gpt.py's CPU learning rate then; with decay).
+The setup: `gpt.py`'s CPU model for every run.
+- Pretraining: `gpt.train` on the corpus for pretrain_iters steps.
 - Fine-tuning: `gpt.train` on tiny Shakespeare with --init_from the pretrained checkpoint, finetune_iters
-  steps at finetune_lr.
-- From scratch: the same finetune_iters steps on tiny Shakespeare from random weights, at 3e-3.
-Both tiny Shakespeare runs are timed, and their best val loss on tiny Shakespeare's val split is reported
-for each seed.
+  steps at finetune_lr; from scratch: the same steps from random weights. Both report their best val loss
+  on tiny Shakespeare's val split, for each seed.
 
-The vocabulary: fine-tuning needs the corpus's 65 characters to be tiny Shakespeare's, in the same order.
---prepare builds it so: letters with accents lose them, double quotes become ', and any other
-character outside tiny Shakespeare's 65 is dropped; the run checks that the two vocabularies are equal.
-
-The corpus (--prepare=corpus.txt, on Debian or Ubuntu: apt-get download and dpkg-deb): public-domain
-English from Debian's packages: the King James Bible (bible-kjv-text, printed by the package's own
-`bible` program), Jane Austen's six novels (r-cran-janeaustenr), the GCIDE dictionary (dict-gcide,
-Webster's 1913 and additions; its own licence is the GPL) and Bierce's The Devil's Dictionary
-(dict-devil). Their paragraphs are shuffled together, so that the val split (the last 10%) is
-like the rest. Webster's quotes Shakespeare, so every line that shares a 50-character string with
-tiny Shakespeare (train or val) is removed, and the overlap is printed before and after.
-Any large UTF-8 text of your own works too: --corpus=your.txt. If its characters are not tiny Shakespeare's 65, it
-is mapped onto them first (to_vocabulary, as --prepare does) into your.65.txt beside it, and that is trained on.
+The vocabulary must be tiny Shakespeare's 65 characters, in the same order: accents are dropped, double
+quotes become ', and any other character is dropped (`to_vocabulary`). --prepare (Debian or Ubuntu:
+apt-get download and dpkg-deb) builds corpus.txt from public-domain English in Debian's packages: the King
+James Bible, Jane Austen's novels, the GCIDE dictionary (Webster's 1913) and The Devil's Dictionary, their
+paragraphs shuffled; every line that shares 50 characters with tiny Shakespeare is removed (Webster's
+quotes it). Any large UTF-8 text of your own works too: --corpus=your.txt.
 
 `python exercises/ex3_pretrain_finetune.py --prepare` builds corpus.txt, then runs the comparison.
-Results: docs/exercises.md."""
+Results: docs/results.md."""
 import gzip
 import pathlib
 import random
@@ -183,7 +175,7 @@ def build_corpus(path, shakespeare):
 
 # ----------------------------------------------------------------------------- the comparison
 def train(c, seed, text_file, ckpt, iters, lr, init_from=''):
-    """One gpt.train run with gpt.py's CPU settings as they were when docs/exercises.md's results were measured
+    """One gpt.train run with gpt.py's CPU settings as they were when its results were measured
     (batch 16): (best val loss, seconds)."""
     cfg = extras.parse_config([f'--device={c.device}', *CPU_AS_MEASURED, f'--input_file={text_file}', f'--seed={seed}',
                                f'--ckpt_path={ckpt}', f'--max_iters={iters}', f'--learning_rate={lr}',

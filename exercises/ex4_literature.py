@@ -2,7 +2,7 @@
 
 The question (the video's EX4): pick a change that people use in transformers and see whether it helps.
 The setup: the baseline is `python gpt.py` on a CPU: the lecture's architecture at the CPU settings
-as they were when docs/exercises.md's tables were measured (n_embd 128, 2 layers, context 64, batch 16,
+as they were when their results were measured (n_embd 128, 2 layers, context 64, batch 16,
 AdamW at 3e-3 with warmup and decay, bfloat16 where the CPU has it; n_head is today's, 2, and was 4
 then). Each change is built on gpt.py's own classes and trained by `gpt.train`: the same data, loop,
 schedule and evaluation. The changes, alone or joined with '+':
@@ -21,7 +21,7 @@ range over the seeds), seconds, and seconds to the first val loss at or below 1.
 eval_interval steps; the time includes the evaluations, as gpt.py prints it).
 
 `python exercises/ex4_literature.py` runs every change alone; `--variants=baseline,rope+tie --budget_iters=8000`
-compares a combination with `python gpt.py`'s CPU run. Results: docs/exercises.md."""
+compares a combination with `python gpt.py`'s CPU run. Results: docs/results.md."""
 import contextlib
 import io
 import pathlib

@@ -1,46 +1,24 @@
-"""EX4 as a laptop speedrun: the lowest val loss in the wall time of `python gpt.py`'s CPU run, changes added one
-by one.
+"""EX4 as a laptop speedrun: the lowest val loss in the wall time of a CPU run, changes added one by one.
 
-The question: what do the tricks that modded-nanogpt's and nanochat's logs report as paying off at small scale buy on a
-laptop CPU, where a whole run lasts under three minutes? The rules:
-- the data, the split and the evaluation are `gpt.py`'s: `gpt.get_batch` on the same 90/10 split, and the val loss of
-  `gpt.estimate_loss` (its CPU setting: 20 fixed batches of 16 x 64 characters, the same for every run);
-- the budget, per seed, is the training time of `gpt.train` with the CPU settings at batch 16 (`python gpt.py` when
-  this was measured, 8000 steps),
-  run first with that seed in the same program: the first row, its evaluations on the clock as a learner waits
-  for them;
+The video's description: "Read some transformer papers and implement one additional feature or change that
+people seem to use. Does it improve the performance of your GPT?" Here: what do the tricks that
+modded-nanogpt's and nanochat's logs report as paying off at small scale buy on a laptop CPU?
+
+The rules:
+- the data, the split and the evaluation are `gpt.py`'s (`gpt.get_batch`, `gpt.estimate_loss` on fixed
+  batches, the same for every run);
+- the budget, per seed, is the training time of `gpt.train` with the CPU settings at batch 16, run first
+  with that seed in the same program: the first row;
 - every other row trains for that many seconds on its own clock, which stops while it evaluates (as in
-  modded-nanogpt): the learning-rate schedule runs on the clock's fraction of the budget, and training stops when the
-  budget is spent, whatever the step count; until its val loss first reaches the target it also evaluates every
-  `early` seconds of its clock, so the time to the target is known to a second;
-- the rows are cumulative, a record table: each adds one change to the row above, with 3 seeds; a change that does
-  not lower the mean val loss is marked "not kept" and the next row builds on the last kept one.
-The changes (--record lists them in order; each name once):
-- clock: gpt.py's recipe (AdamW 3e-3, warmup 50 steps' worth, cosine to a tenth) on the clock that stops for
-  evaluations
-- muon: Muon (exercises/ex4_literature.py) for the blocks' matrices, AdamW for the rest; its Newton-Schulz cost is
-  printed
-- relu2: squared ReLU in the feed-forward (modded-nanogpt)
-- zeroinit: every block's two output projections start at zero, so each block starts as the identity (modded-nanogpt)
-- softcap: logits squashed to 15 tanh(logits / 15) (Gemma 2; modded-nanogpt)
-- wsd: warmup, then a constant learning rate, then a linear decay to zero over the last 40% (warmup-stable-decay)
-- lr2x: both learning rates doubled
-- batch32: 32 sequences a step instead of 16, more characters a second on two cores
-- vembed: value embeddings: every block gets its own token table whose rows are added to the attention's values
-  (modded-nanogpt; trained by AdamW, as the other embeddings)
-- ns3: Muon's Newton-Schulz iteration with 3 steps instead of 5 (cheaper, a rougher orthogonalisation)
-- bsched: a batch-size schedule: half the batch for the first third of the budget, the batch, then double it for
-  the last third
-- ctxsched: a context schedule: sequences of 32 characters for the first half of the budget, then 64
-- muon2x: Muon's learning rate doubled (0.04), AdamW's left at 3e-3 (lr2x doubled both)
-- adam2x: AdamW's learning rate doubled (6e-3: the embeddings, lm_head, norms and biases), Muon's left at 0.02
-After the record rows, one more: the kept changes trained for half of each seed's `python gpt.py` time to the target,
-their schedule fitted to that shorter budget (a speedrun to the target, as modded-nanogpt's are), so its last
-evaluation says whether the target is reached in half the default's time.
-Untied embeddings, also on modded-nanogpt's list, are gpt.py's own: its lm_head has weights of its own (tying them
-costs val loss: ex4_literature.py's tie row).
+  modded-nanogpt); the learning-rate schedule runs on the clock's fraction of the budget;
+- the rows are cumulative, a record table: each adds one change to the row above, with 3 seeds; a change
+  that does not lower the mean val loss is not kept, and the next row builds on the last kept one.
+The changes are listed above CHANGES, each applied in `build` and `run`: Muon, squared
+ReLU, zero-initialised projections, logit soft-capping, warmup-stable-decay, learning rates, batch 32,
+value embeddings, fewer Newton-Schulz steps, batch and context schedules. A last row trains the kept
+changes for half of each seed's budget.
 
-`python exercises/ex4_speedrun.py` runs the table; the results are in docs/exercises.md."""
+`python exercises/ex4_speedrun.py` runs the table; the results are in docs/results.md."""
 import argparse
 import math
 import pathlib
@@ -69,6 +47,12 @@ early = 1.0               # seconds of clock between extra evaluations until the
 device = 'cpu'            # the CPU run is the one to beat ('cuda' and 'mps' run the same small models)
 input_file = 'input.txt'  # tiny Shakespeare (downloaded if this is missing)
 
+# the changes --record may name: clock (gpt.py's recipe on a clock that stops for evaluations), muon (Muon for
+# the blocks' matrices, AdamW for the rest), relu2 (squared ReLU), zeroinit (each block's output projections start
+# at zero), softcap (logits squashed to 15 tanh(logits / 15)), wsd (warmup-stable-decay), lr2x (both learning
+# rates doubled), batch32 (32 sequences a step), vembed (value embeddings: a token table per block added to the
+# attention's values), ns3 (3 Newton-Schulz steps instead of 5), bsched (half the batch for the first third,
+# double for the last), ctxsched (context 32 for the first half), muon2x and adam2x (one learning rate doubled)
 CHANGES = ('clock', 'muon', 'relu2', 'zeroinit', 'softcap', 'wsd', 'lr2x', 'batch32', 'vembed', 'ns3', 'bsched',
            'ctxsched', 'muon2x', 'adam2x')
 

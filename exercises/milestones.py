@@ -9,7 +9,7 @@ the lecture's loop (`train` below), and with PyTorch's default initialisation, a
 those points. The last row runs `gpt.py` itself, with the settings it picks for the device.
 
 `python exercises/milestones.py` runs every row; `--steps=head,multihead` some of them; `--seeds=1337,42`
-several seeds; `--plot=milestones.png` draws the table as a chart too. Results: docs/exercises.md."""
+several seeds; `--plot=milestones.png` draws the table as a chart too. Results: docs/results.md."""
 import pathlib
 import sys
 import tempfile

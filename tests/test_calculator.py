@@ -239,7 +239,7 @@ def test_calculator_without_a_checkpoint_says_so_in_one_line(tmp_path, monkeypat
 def test_flash_is_the_default_saved_and_rebuilt_and_older_checkpoints_load_without_it(tmp_path):
     path = str(tmp_path / 'calculator.pt')
     _, cfg = exercise_settings(calc.__file__, vars(calc), ['--digits=1', '--n_layer=1', '--n_embd=16', '--n_head=2'],
-                               calc.__doc__)  # no --flash: the fused kernel is the default (docs/exercises.md)
+                               calc.__doc__)  # no --flash: the fused kernel is the default (docs/results.md)
     model = calc.build(cfg)
     extras.save_checkpoint(path, model, calc.CHARS, cfg, 0, 0.0)
     loaded, saved = calc.load(path, 'cpu')
