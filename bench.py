@@ -87,7 +87,8 @@ class Variant:
                                                 flash).to(cfg.device).load_from(block.sa)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.learning_rate,
                                            fused=cfg.device in ('cuda', 'cpu'))  # as gpt.py's
-        self.scaler = torch.amp.GradScaler(cfg.device, enabled=extras.amp_dtype(cfg.device, dtype) == 'float16')
+        fp16 = extras.precision.amp_dtype(cfg.device, dtype) == 'float16'
+        self.scaler = torch.amp.GradScaler(cfg.device, enabled=fp16)
         self.fast, self.compile_s, self.failed, self.warm = self.model, None, None, False
         if compile:
             try:
@@ -101,7 +102,7 @@ class Variant:
     def step(self):
         self.warm = True
         xb, yb = self.batch()
-        with extras.autocast(self.cfg.device, self.dtype):
+        with extras.precision.autocast(self.cfg.device, self.dtype):
             _, loss = self.fast(xb, yb)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -149,7 +150,7 @@ def eval_batch_seconds(variant, splits, cfg, n=2):
         x, y = gpt.get_batch(splits['val'], cfg.batch_size, cfg.block_size, cfg.device)
         sync(cfg.device)
         start = time.perf_counter()
-        with extras.autocast(cfg.device, variant.dtype):
+        with extras.precision.autocast(cfg.device, variant.dtype):
             variant.fast(x, y)
         sync(cfg.device)
         times += [time.perf_counter() - start] if k else []
@@ -172,7 +173,7 @@ def chars_per_second(sampler, model, cfg, seconds):
 def memory(dev):
     if dev == 'cuda':
         return f"{torch.cuda.max_memory_allocated() / 2**20:,.0f} MiB on the GPU (the first variant alone)"
-    return f"{extras.peak_memory(dev)} (the whole process, all variants so far)"
+    return f"{extras.progress.peak_memory(dev)} (the whole process, all variants so far)"
 
 
 def report(cfg, name, c, with_levers):
@@ -180,7 +181,7 @@ def report(cfg, name, c, with_levers):
     chars, splits = gpt.load_data(cfg.input_file, cfg.block_size)
     def batch():
         return gpt.get_batch(splits['train'], cfg.batch_size, cfg.block_size, cfg.device)
-    dtype = extras.amp_dtype(cfg.device, cfg.dtype)
+    dtype = extras.precision.amp_dtype(cfg.device, cfg.dtype)
     if cfg.device == 'cuda':
         torch.cuda.reset_peak_memory_stats()
     base = Variant(cfg, len(chars), batch, cfg.compile, cfg.flash, dtype)
@@ -226,7 +227,8 @@ def report(cfg, name, c, with_levers):
         print(f"| evaluation at eval_iters 200 | {e * 1e3:,.1f} ms a batch: {per_eval:,.1f} s an evaluation, "
               f"{share:.0%} of a run that evaluates every {cfg.eval_interval} steps |")
     print(f"| peak memory | {mem} |")
-    speed = chars_per_second(lambda m, ctx: extras.sample_stream(m, ctx, 10**9), base.model, cfg, c.sample_seconds)
+    speed = chars_per_second(lambda m, ctx: extras.sampling.sample_stream(m, ctx, 10**9), base.model, cfg,
+                             c.sample_seconds)
     print(f"| sampling, context full | {speed:,.0f} characters/s (the lecture's generate, streamed) |")
     if not with_levers:
         return
@@ -254,9 +256,9 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     own = {'--' + k for k in ('sets', 'device', 'steps', 'rounds', 'round_seconds', 'levers', 'sample_seconds')}
     mine = [a for a in argv if a.split('=')[0] in own or a in ('-h', '--help')]
-    p, defaults, given = extras.parse_settings(__file__, globals(), mine, __doc__)
+    p, defaults, given = extras.config.parse_settings(__file__, globals(), mine, __doc__)
     c = argparse.Namespace(**{**defaults, **given})
-    c.device = extras.choose_device(c.device, p)
+    c.device = extras.config.choose_device(c.device, p)
     chosen = ['cpu', 'lecture'] if c.device == 'cpu' else ['lecture', 'cpu']
     chosen = chosen if c.sets == 'auto' else c.sets.split(',')
     if not chosen or any(s not in ('lecture', 'cpu') for s in chosen):
@@ -267,7 +269,7 @@ def main(argv=None):
         p.error("--steps and --rounds must be 1 or more, --round_seconds and --sample_seconds above 0")
     rest = [a for a in argv if a not in mine]
     # every set's settings are checked before any is measured
-    cfgs = [extras.parse_config([f'--settings={s}', f'--device={c.device}', *rest]) for s in chosen]
+    cfgs = [extras.config.parse_config([f'--settings={s}', f'--device={c.device}', *rest], vars(gpt)) for s in chosen]
     print(f"## bench.py on {c.device}: {device_name(c.device)}; PyTorch {torch.__version__}, Python "
           f"{platform.python_version()}, {platform.system()}; {datetime.date.today()}")
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # as gpt.py runs
@@ -276,4 +278,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    extras.run(main)
+    extras.errors.run(main)

@@ -2,7 +2,7 @@
 Shakespeare (val loss about 2.5). Each character predicts the next from a lookup table alone.
 
 It stands alone, like the video's bigram.py: its own data, batches, loss estimate, model and generate.
-From extras.py it takes only the command line (--name=value for each setting below, one-line errors)
+From the extras package it takes only the command line (--name=value for each setting below, one-line errors)
 and the download of input.txt."""
 import torch
 import torch.nn as nn
@@ -60,8 +60,8 @@ class BigramLanguageModel(nn.Module):
 def main(argv=None):
     """Train the bigram model, print the losses as it goes, then a 500-character sample; returns the last
     losses."""
-    c = extras.script_config(__file__, globals(), argv, __doc__)  # the settings above, --name=value
-    text = extras.read_text(c.input_file, c.block_size)  # the lecture: open('input.txt').read()
+    c = extras.config.script_config(__file__, globals(), argv, __doc__)  # the settings above, --name=value
+    text = extras.corpus.read_text(c.input_file, c.block_size)  # the lecture: open('input.txt').read()
     torch.manual_seed(c.seed)
 
     # here are all the unique characters that occur in this text
@@ -132,4 +132,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    extras.run(main)
+    extras.errors.run(main)

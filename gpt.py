@@ -1,26 +1,16 @@
 """Let's build GPT: a character-level GPT trained on tiny Shakespeare, in the lecture's order.
 
 `python gpt.py` trains, then samples; `python gpt.py --sample --prompt="ROMEO:"` samples from the
-saved checkpoint. Change a setting below and run again, as the video does, or give it on the command
-line: --name=value (--help lists them). A line `name = A if gpu else B` holds two values: A, the
-lecture's, runs on an NVIDIA GPU; B, smaller, on a CPU or a Mac (the video: not the lecture's model
-on a MacBook), so that a run takes minutes. --settings=lecture or cpu picks A or B anywhere.
-
-What differs from the lecture's script:
-- the classes take their sizes as arguments, not from the globals (so other sizes can be built);
-- nanoGPT's weight init (normal, std 0.02, zero biases); cross_entropy ignores targets of -1 (EX2);
-- estimate_loss draws the same batches each time, so estimates compare across steps and runs; the
-  losses are estimated after the last step too (the lecture: before it);
-- generate takes nanoGPT's temperature and top_k; flash (off: opt-in) runs Head's attention in one
-  fused kernel instead of its lines;
-- AdamW's fused kernel on CUDA and CPUs; warmup_iters and lr_decay (off at the lecture's values);
-- what the video does not build lives in extras.py: download, the text's cache, the command line,
-  checkpoints, --resume, mixed precision, torch.compile, torchrun, timing, sampling that streams."""
+saved checkpoint; --name=value changes a setting for one run (--help lists them). A line
+`name = A if gpu else B` holds two values: the lecture's, A, runs on an NVIDIA GPU; B, smaller, on
+a CPU or a Mac, so that a run takes minutes (--settings=lecture or cpu picks one anywhere). What
+differs from the lecture's script: README.md; what the video does not build: the extras package."""
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-import extras  # what the video does not build (a learner can skip it)
+from extras import checkpoints, config, corpus, distributed, errors, precision, progress, sampling
+from extras import schedule, speed  # the extras package: what the video does not build (skip it)
 
 # hyperparameters: the lecture's before `else` (10,788,929 parameters; val loss about 1.48 on one
 # GPU), a CPU's after it (a smaller model that trains in about 1.5 minutes on 2 cores)
@@ -56,16 +46,13 @@ top_k = None              # sample only from the top_k likeliest characters (1: 
 num_samples = 1           # independent samples of the prompt, printed one after another
 more_chars = 10000        # characters sampled into more.txt after training (0: none)
 
-
 # ----------------------------------------------------------------------------- data and tokenizer
 def load_data(path, block_size, need=None):
     """The characters of the text at path, and its ids split 90/10 into train and val."""
-    # The lecture: text = open(path).read(); chars = sorted(list(set(text))); data = encode(text)
-    # extras.load_text gives the same from a memory-mapped cache (a text of any size fits), after
-    # checking that each split is longer than block_size and, if given, the characters are need.
-    chars, data = extras.load_text(path, block_size, need)
-    n = int(0.9 * len(data))  # first 90% will be train, rest val
-    return chars, {'train': data[:n], 'val': data[n:]}
+    # the lecture's sorted(list(set(text))) and encode(text), memory-mapped: any size fits
+    chars, ids = corpus.load_text(path, block_size, need)
+    n = int(0.9 * len(ids))  # first 90% will be train, rest val
+    return chars, {'train': ids[:n], 'val': ids[n:]}
 
 def tokenizer(chars):
     """The character tokenizer: (encode, decode) between strings and lists of integers."""
@@ -247,48 +234,67 @@ class GPTLanguageModel(nn.Module):
 
 # ----------------------------------------------------------------------------- training
 def train(cfg, model=None, optimizer=None):
-    """Train a GPT on cfg.input_file, keeping the best model at cfg.ckpt_path; returns its val loss.
-    model, optimizer: these instead of the lecture's (the exercises change them)."""
-    chars, splits = load_data(cfg.input_file, cfg.block_size, extras.checkpoint_chars(cfg))
+    """Train a GPT on cfg.input_file (model, optimizer: an exercise's); returns the best val."""
+    chars, splits = load_data(cfg.input_file, cfg.block_size, checkpoints.checkpoint_chars(cfg))
     if model is None:
         model = GPTLanguageModel(len(chars), cfg.n_embd, cfg.n_head, cfg.n_layer, cfg.block_size,
                                  cfg.dropout, cfg.flash)
+    if cfg.init_from:  # fine-tune (EX3): start from a trained model's weights
+        checkpoints.init_weights(model, cfg.init_from, chars)
+    model.to(cfg.device)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"{n_params:,} parameters; {len(chars)} characters in the vocabulary")
     if optimizer is None:  # create a PyTorch optimizer (fused: one kernel for all weights, faster)
-        fused = cfg.device in ('cuda', 'cpu')  # PyTorch 2.4 has the fused kernel for these
-        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, fused=fused)
-    # run: --init_from, the device, --resume, compile, torchrun, precision, timing, checkpoints
-    with extras.Training(cfg, model, optimizer, chars) as run:  # Ctrl-C: the best model is kept
-        for iter in run.steps():  # 0 (or --resume's step) to max_iters
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate,
+                                      fused=cfg.device in ('cuda', 'cpu'))
+    scaler = precision.grad_scaler(cfg)  # float16: the loss scaled up, so small gradients survive
+    start, best, history = checkpoints.load_resume(cfg, model, optimizer, chars, scaler) \
+        if cfg.resume else (0, float('inf'), [])  # --resume: from a stopped run's last evaluation
+    rank, world = distributed.rank_and_world()  # under torchrun: this process, and how many
+    fast = speed.wrap(model, cfg, world)  # TF32, torch.compile, torchrun: the same weights as model
+    with progress.Clock(cfg, start, history, rank, world) as clock:  # and on Ctrl-C, what to do
+        for iter in range(start, cfg.max_iters + 1):
             # every once in a while evaluate the loss on train and val sets
             if iter % cfg.eval_interval == 0 or iter == cfg.max_iters:
-                with run.autocast():
-                    losses = estimate_loss(run.model, splits, cfg.eval_iters, cfg.batch_size,
+                with precision.autocast(cfg.device, cfg.dtype):
+                    losses = estimate_loss(fast, splits, cfg.eval_iters, cfg.batch_size,
                                            cfg.block_size, cfg.device)
-                run.report(iter, losses)  # print them; save the best model and the state to resume
+                clock.report(iter, losses)  # print them (one line and a stop if they diverged)
+                if losses['val'] < best:  # the best model so far: save it (rank 0 under torchrun)
+                    best = losses['val']
+                    checkpoints.save(cfg.ckpt_path, model, chars, cfg, iter, best, history)
+                checkpoints.save_resume(cfg, model, optimizer, scaler, chars, iter, best, history)
             if iter == cfg.max_iters:
                 break  # the last evaluation comes after the last step
             # sample a batch of data (under torchrun, each process takes its share)
-            xb, yb = run.share(get_batch(splits['train'], cfg.batch_size * run.world,
-                                         cfg.block_size, cfg.device))
+            xb, yb = distributed.share(get_batch(splits['train'], cfg.batch_size * world,
+                                                 cfg.block_size, cfg.device), rank, world)
             # evaluate the loss
-            with run.autocast():  # mixed precision: bfloat16 where the hardware has it
-                logits, loss = run.model(xb, yb)
+            with precision.autocast(cfg.device, cfg.dtype):  # bfloat16 where the hardware has it
+                logits, loss = fast(xb, yb)
             optimizer.zero_grad(set_to_none=True)
-            run.backward(loss)  # loss.backward(), the loss scaled up first in float16
-            run.step(iter)  # optimizer.step() at this step's learning rate
-    return run.best
+            scaler.scale(loss).backward()  # loss.backward(); float16 scales the loss up first
+            for group in optimizer.param_groups:  # this step's learning rate: warmup, then decay
+                group['lr'] = schedule.get_lr(iter, cfg)
+            scaler.step(optimizer)  # optimizer.step(); float16 skips it if the gradients overflowed
+            scaler.update()
+            clock.stepped(iter)  # a progress line every 10 seconds: step, time a step, time left
+    checkpoints.finish(cfg.ckpt_path, history)  # no resume state; the best model keeps the history
+    clock.summary(best)
+    return best
 
 # ----------------------------------------------------------------------------- sampling
 def main(argv=None):
     """Train (unless --sample), then sample from the best checkpoint."""
-    cfg = extras.parse_config(argv, globals())  # the settings above (which column: --settings)
-    rank = extras.start(cfg)  # prints the device and the settings; torchrun's processes join here
+    cfg = config.parse_config(argv, globals())  # the settings above (which column: --settings)
+    rank, world = distributed.start(cfg)  # under torchrun, the processes join here
+    print(config.describe_settings(cfg))  # the device, and which values run and why
     torch.manual_seed(cfg.seed)
     if not cfg.sample:
         train(cfg)
-    extras.stop_distributed()
+    distributed.stop()
     if rank == 0:  # the lecture: print(decode(m.generate(context, max_new_tokens=500)[0].tolist()))
-        extras.sample(cfg, GPTLanguageModel, tokenizer)  # generate, a token at a time; more.txt
+        sampling.sample(cfg, GPTLanguageModel, tokenizer)  # generate, a token at a time; more.txt
 
 if __name__ == '__main__':
-    extras.run(main)  # a mistake in the settings or the data: one line, no traceback
+    errors.run(main)  # a mistake in the settings or the data: one line, no traceback

@@ -73,7 +73,7 @@ more_chars = 10000        # characters sampled into more.txt after training (0: 
 # ----------------------------------------------------------------------------- data and tokenizer
 def load_data(path, block_size):
     """The characters of the text at path, and its ids split 90/10 into train and val (numpy)."""
-    chars, data = extras.load_text(path, block_size)  # gpt.py's memory-mapped cache, checked
+    chars, data = extras.corpus.load_text(path, block_size)  # gpt.py's memory-mapped cache, checked
     data = data.numpy()  # batches are cut from it with numpy, so the text is never copied whole
     n = int(0.9 * len(data))  # first 90% will be train, rest val
     return chars, {'train': data[:n], 'val': data[n:]}
@@ -253,7 +253,7 @@ def state_dict(model):
 
 def load_checkpoint(path):
     """The model saved at path, by gpt.py or by this script, and the checkpoint; or one line."""
-    ckpt = extras.read_checkpoint(path, script='gpt_mlx.py')
+    ckpt = extras.checkpoints.read_checkpoint(path, script='gpt_mlx.py')
     c = ckpt['config']
     model = GPTLanguageModel(len(ckpt['chars']), c['n_embd'], c['n_head'], c['n_layer'],
                              c['block_size'], 0.0)
@@ -261,7 +261,7 @@ def load_checkpoint(path):
     theirs = {k: w for k, w in ckpt['model'].items() if not k.endswith('.tril')}  # the lecture's
     if sorted(map(torch_name, ours)) != sorted(theirs) or any(
             tuple(theirs[torch_name(k)].shape) != tuple(w.shape) for k, w in ours.items()):
-        raise extras.UserError(f"{path} holds another model than gpt.py's lecture model: "
+        raise extras.errors.UserError(f"{path} holds another model than gpt.py's lecture model: "
                                "train a new one")
     weights = [(k, mx.array(theirs[torch_name(k)].float().numpy())) for k in ours]
     model.update(tree_unflatten(weights))  # {'a.0.b': w} back to MLX's nested {'a': [{'b': w}]}
@@ -300,7 +300,7 @@ def train(cfg):
             history.append((iter, round(t, 3), losses['train'], losses['val']))
             if losses['val'] < best:  # keep the best model, in gpt.py's checkpoint format
                 best = losses['val']
-                extras.save_checkpoint(cfg.ckpt_path, state_dict(model), chars, cfg, iter, best)
+                extras.checkpoints.save(cfg.ckpt_path, state_dict(model), chars, cfg, iter, best)
             speed = f", {tokens / (stepped - tick):,.0f} tokens/s" if tokens else ""
             print(f"step {iter}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}, "
                   f"{t:.1f}s{speed}", flush=True)
@@ -309,12 +309,12 @@ def train(cfg):
             break  # the last evaluation comes after the last step
         # sample a batch of data
         xb, yb = get_batch(splits['train'], cfg.batch_size, cfg.block_size)
-        optimizer.learning_rate = extras.get_lr(iter, cfg)  # gpt.py's warmup and decay
+        optimizer.learning_rate = extras.schedule.get_lr(iter, cfg)  # gpt.py's warmup and decay
         loss = step(xb, yb)  # forward, backward, update: only recorded, MLX is lazy
         mx.eval(loss, model.state, optimizer.state)  # now computed
         tokens, stepped = tokens + cfg.batch_size * cfg.block_size, time.time()
-    ckpt = extras.read_checkpoint(cfg.ckpt_path)  # the best model keeps the whole run's history
-    extras.save_atomic(cfg.ckpt_path, lambda f: torch.save({**ckpt, 'history': history}, f))
+    ckpt = extras.checkpoints.read_checkpoint(cfg.ckpt_path)  # the best model keeps the whole run's history
+    extras.files.save_atomic(cfg.ckpt_path, lambda f: torch.save({**ckpt, 'history': history}, f))
     print(f"trained in {time.time() - began:.1f}s; peak memory {mx.get_peak_memory() / 2**20:,.0f} "
           f"MiB (MLX's arrays); best val loss {best:.4f}, saved to {cfg.ckpt_path}")
     return best
@@ -322,7 +322,7 @@ def train(cfg):
 def check_finite(losses, iter):
     """Stop with one line if training diverged."""
     if not all(map(math.isfinite, losses.values())):
-        raise extras.UserError(f"the loss became {losses['train']} by step {iter}: training "
+        raise extras.errors.UserError(f"the loss became {losses['train']} by step {iter}: training "
                                "diverged; try a smaller --learning_rate")
 
 # ----------------------------------------------------------------------------- sampling
@@ -343,11 +343,10 @@ def sample_stream(model, idx, max_new_tokens, temperature=1.0, top_k=None):
 def main(argv=None):
     """Train (unless --sample), then sample from the best checkpoint, as gpt.py does."""
     devices = {'gpu': mx.metal.is_available(), 'cpu': True}
-    cfg = extras.parse_config(argv, globals(), devices)  # the settings above, --name=value
+    cfg = extras.config.parse_config(argv, globals(), devices)  # the settings above, --name=value
     mx.set_default_device(mx.gpu if cfg.device == 'gpu' else mx.cpu)
-    print(f"device: {cfg.device}, MLX {mx.__version__} (choose with --device=gpu or cpu)")
-    if not cfg.sample:
-        print(extras.describe_settings(cfg))
+    device = f"device: {cfg.device}, MLX {mx.__version__} (choose with --device=gpu or cpu)"
+    print(extras.config.describe_settings(cfg, device))  # and which values run, and why
     mx.random.seed(cfg.seed)
     if not cfg.sample:
         train(cfg)
@@ -355,15 +354,15 @@ def main(argv=None):
     encode, decode = tokenizer(ckpt['chars'])
     unknown = sorted(set(cfg.prompt) - set(ckpt['chars']))
     if unknown:
-        raise extras.UserError(f"the prompt has characters the model never saw: "
+        raise extras.errors.UserError(f"the prompt has characters the model never saw: "
                                f"{''.join(unknown)!r}; leave them out")
     print(f"sampling from {cfg.ckpt_path} (step {ckpt['step']}, val loss {ckpt['val_loss']:.4f}):")
     context = mx.array([encode(cfg.prompt) or [0]] * cfg.num_samples)  # no prompt: token 0
     stream = sample_stream(model, context, cfg.max_new_tokens, cfg.temperature, cfg.top_k)
-    extras.show_samples(stream, context, decode)  # printed as they come
+    extras.sampling.show_samples(stream, context, decode)  # printed as they come
     if not cfg.sample and cfg.more_chars:  # as in the lecture: 10,000 more characters to a file
         more = sample_stream(model, context[:1], cfg.more_chars, cfg.temperature, cfg.top_k)
-        extras.save_more('more.txt', more, context[0], decode, cfg.more_chars)
+        extras.sampling.save_more('more.txt', more, context[0], decode, cfg.more_chars)
 
 if __name__ == '__main__':
-    extras.run(main)  # a mistake in the settings or the data: one line, no traceback
+    extras.errors.run(main)  # a mistake in the settings or the data: one line, no traceback

@@ -36,7 +36,7 @@ from torch.nn import functional as F
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import extras  # noqa: E402
 import gpt  # noqa: E402
-from _shared import exercise_settings  # noqa: E402
+from extras.config import exercise_settings  # noqa: E402
 
 # settings (each can be changed on the command line: --name=value)
 base = 'ckpt.pt'         # the pretrained document completer: gpt.py's checkpoint
@@ -213,7 +213,7 @@ def sft(model, train, text, encode, c):
             param_group['lr'] = c.sft_lr * (1 - it / c.sft_iters)
         xb, yb = demonstrations(train, c.batch_size, encode, model.block_size, g)
         xt, yt = gpt.get_batch(text, c.batch_size, model.block_size, c.device, g)
-        with extras.autocast(c.device, c.dtype):
+        with extras.precision.autocast(c.device, c.dtype):
             _, loss = model(xb.to(c.device), yb.to(c.device))
             _, text_loss = model(xt, yt)
         optimizer.zero_grad(set_to_none=True)
@@ -284,7 +284,7 @@ def train_reward_model(reward_model, samples, pairs, c):
             param_group['lr'] = c.rm_lr * (1 - it / c.rm_iters)
         batch = pairs[torch.randint(len(pairs), (c.batch_size,), generator=g)]
         rows = torch.cat([batch[:, 0], batch[:, 1]])
-        with extras.autocast(c.device, c.dtype):
+        with extras.precision.autocast(c.device, c.dtype):
             r = rewards(reward_model, idx[rows], ends[rows])
         chosen, rejected = r.chunk(2)
         loss = -F.logsigmoid(chosen - rejected).mean()
@@ -313,10 +313,10 @@ def rl_step(policy, reference, reward, tasks, optimizer, encode, newline, c):
         r = reward(idx, ends)
         grouped = r.view(-1, c.group)
         advantage = ((grouped - grouped.mean(1, keepdim=True)) / (r.std() + 1e-6)).view(-1)
-        with extras.autocast(c.device, c.dtype):
+        with extras.precision.autocast(c.device, c.dtype):
             ref_logp = log_probs(reference.eval(), idx, ends)
     policy.train()
-    with extras.autocast(c.device, c.dtype):
+    with extras.precision.autocast(c.device, c.dtype):
         logp = log_probs(policy, idx, ends)
     mask = response_mask(starts, ends, logp.size(1)).to(logp.device)
     targets = idx[:, 1:logp.size(1) + 1]
@@ -361,7 +361,7 @@ def score(model, reference, reward_model, tasks, encode, decode, newline, c):
     KL to the reference (SFT) model, and the responses."""
     idx, starts, ends = answer(model, [prompt(t) for t in tasks], encode, newline)
     said = responses(idx, starts, ends, decode)
-    with torch.no_grad(), extras.autocast(c.device, c.dtype):
+    with torch.no_grad(), extras.precision.autocast(c.device, c.dtype):
         r = rewards(reward_model.eval(), idx, ends)
         divergence = kl(log_probs(model.eval(), idx, ends), log_probs(reference.eval(), idx, ends),
                         response_mask(starts, ends, idx.size(1)))
@@ -386,7 +386,7 @@ def checks(reward_model, test, encode, c):
     for b, s in enumerate(shown):
         idx[b, :len(s)] = torch.tensor(encode(s))
     ends = torch.tensor([len(s) for s in shown])
-    with torch.no_grad(), extras.autocast(c.device, c.dtype):
+    with torch.no_grad(), extras.precision.autocast(c.device, c.dtype):
         r = rewards(reward_model.eval(), idx.to(c.device), ends).view(-1, 3)
     return (r[:, 0] > r[:, 1]).float().mean().item(), (r[:, 0] > r[:, 2]).float().mean().item()
 
@@ -405,7 +405,7 @@ def table(models, reference, reward_model, test, splits, encode, decode, newline
     for name, model in models.items():
         torch.manual_seed(c.seed)
         s = score(model, reference, reward_model, tasks, encode, decode, newline, c)
-        with extras.autocast(c.device, c.dtype):
+        with extras.precision.autocast(c.device, c.dtype):
             s['val'] = gpt.estimate_loss(model, {'val': splits['val']}, 50, 16, model.block_size, c.device)['val']
         rows[name] = s
     print(f"\n{c.eval_prompts} held-out prompts (instructions never in a training prompt), one response each, "
@@ -454,12 +454,12 @@ def draw(history, path):
 # ----------------------------------------------------------------------------- the pipeline
 def load_base(c, chars):
     """The base model from gpt.py's checkpoint, checked: tiny Shakespeare's characters, a context the task fits."""
-    model, ckpt = extras.load_checkpoint(c.base, c.device)
+    model, ckpt = extras.checkpoints.load_checkpoint(c.base, c.device, gpt.GPTLanguageModel)
     if ckpt['chars'] != chars:
-        raise extras.UserError(f"{c.base} was trained on other characters than {c.input_file} has: "
+        raise extras.errors.UserError(f"{c.base} was trained on other characters than {c.input_file} has: "
                                "train the base on tiny Shakespeare")
     if model.block_size < 32:
-        raise extras.UserError(f"{c.base} reads {model.block_size} characters; the task needs at least 32: "
+        raise extras.errors.UserError(f"{c.base} reads {model.block_size} characters; the task needs at least 32: "
                                "train the base with --block_size=32 or more")
     return model, ckpt
 
@@ -480,11 +480,12 @@ def main(argv=None):
         p.error(f"--group must be 2 or more (pairs and baselines need two samples of a prompt), not {c.group}")
     if c.dtype not in ('auto', 'bfloat16', 'float32'):
         p.error(f"--dtype must be auto, bfloat16 or float32, not {c.dtype!r}")
-    c.dtype = 'float32' if extras.amp_dtype(c.device, c.dtype) == 'float16' else c.dtype  # no loss scaler here
+    fp16 = extras.precision.amp_dtype(c.device, c.dtype) == 'float16'
+    c.dtype = 'float32' if fp16 else c.dtype  # no loss scaler here
     if c.eval and not pathlib.Path(c.ckpt_path).is_file():  # before anything is read or written
-        raise extras.UserError(f"no pipeline at {c.ckpt_path}: run `python exercises/assistant.py` first")
+        raise extras.errors.UserError(f"no pipeline at {c.ckpt_path}: run `python exercises/assistant.py` first")
     if not c.eval and not pathlib.Path(c.base).is_file():
-        raise extras.UserError(f"no base model at {c.base}: train one first with `python gpt.py`, or set --base")
+        raise extras.errors.UserError(f"no base model at {c.base}: train one first with `python gpt.py`, or set --base")
     chars, splits = gpt.load_data(c.input_file, 64)
     encode, decode = gpt.tokenizer(chars)
     newline = encode('\n')[0]
@@ -513,7 +514,7 @@ def main(argv=None):
     print(f"{len(pairs)} training pairs from {len(rm_tasks) * c.group} samples (the SFT model passed {rate:.1%}); "
           f"{len(test_pairs)} held-out pairs")
     if len(pairs) == 0 or len(test_pairs) == 0:
-        raise extras.UserError("the SFT model's samples gave no pairs that the judge ranks (all passed or all "
+        raise extras.errors.UserError("the SFT model's samples gave no pairs that the judge ranks (all passed or all "
                                "failed): train it longer (--sft_iters) or sample more (--rm_prompts)")
     reward_model = train_reward_model(reward_model_from(copy.deepcopy(policy)), samples, pairs, c)
     reward_model.requires_grad_(False)
@@ -527,7 +528,7 @@ def main(argv=None):
     history = rl(policy, sft_model, reward_model, train, pick(test, max(1, c.eval_prompts // 4), c.seed + 4),
                  encode, decode, newline, c)
     times['RL'] = time.time() - t
-    extras.save_atomic(c.ckpt_path, lambda f: torch.save(dict(
+    extras.files.save_atomic(c.ckpt_path, lambda f: torch.save(dict(
         chars=chars, config=sizes, settings=vars(c), history=history, rm_accuracy=rm_accuracy,
         base=base_model.state_dict(), sft=sft_model.state_dict(), reward=reward_model.state_dict(),
         rl=policy.state_dict()), f))
@@ -554,11 +555,11 @@ def evaluate(c, chars, splits, test, encode, decode, newline):
         if saved['chars'] != chars:
             raise ValueError('other characters')
     except Exception as e:
-        raise extras.UserError(f"{c.ckpt_path} holds no pipeline of this script ({type(e).__name__}): "
+        raise extras.errors.UserError(f"{c.ckpt_path} holds no pipeline of this script ({type(e).__name__}): "
                                "run `python exercises/assistant.py` again") from None
     return dict(rows=table({'base': models['base'], 'SFT': models['sft'], 'RL': models['rl']}, models['sft'],
                            reward_model, test, splits, encode, decode, newline, c))
 
 
 if __name__ == '__main__':
-    extras.run(main)
+    extras.errors.run(main)

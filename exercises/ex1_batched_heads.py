@@ -29,7 +29,7 @@ from torch.nn import functional as F
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import extras  # noqa: E402
 import gpt  # noqa: E402
-from _shared import exercise_settings  # noqa: E402
+from extras.config import exercise_settings  # noqa: E402
 
 # settings (each can be changed on the command line: --name=value)
 shapes = 'cpu,lecture'  # which shapes to time: cpu (B16 T64 C128, 4 heads), lecture (B64 T256 C384, 6 heads)
@@ -88,7 +88,7 @@ def time_versions(versions, x, rounds, repeats, device):
     """Median milliseconds of forward plus backward for each version, taking turns every round."""
     def once(f):
         x.grad = None
-        with extras.autocast(device):
+        with extras.precision.autocast(device):
             out = f(x)
         out.float().square().mean().backward()
 
@@ -123,7 +123,7 @@ def main(argv=None):
     if c.rounds < 1 or c.repeats < 0:
         p.error("--rounds must be 1 or more and --repeats 0 or more")
     print(f"device {c.device}, "
-          f"{'bfloat16 autocast' if isinstance(extras.autocast(c.device), torch.autocast) else 'float32'}; "
+          f"{'bfloat16 autocast' if isinstance(extras.precision.autocast(c.device), torch.autocast) else 'float32'}; "
           f"median of {c.rounds} turns, forward + backward")
     print("\n| shapes | attention | gpt.py (the video's heads) ms | batched ms | gpt.py / batched | passes a turn |")
     print("| --- | --- | --- | --- | --- | --- |")
@@ -143,4 +143,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    extras.run(main)
+    extras.errors.run(main)

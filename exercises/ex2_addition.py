@@ -9,7 +9,7 @@ the targets ... Does your Transformer learn to add?" The setup, as it suggests:
 - problems are drawn on the fly; a fixed rule (a hash of the pair) sets 5% of them aside, never trained
   on: every accuracy is on that held-out part;
 - the loss counts the answer's digits only: the prompt's targets are -1 (`ignore_index=-1`);
-- answers are decoded greedily through `generate` (`extras.sample_stream`, top_k=1);
+- answers are decoded greedily through `generate` (`extras.sampling.sample_stream`, top_k=1);
 - --short=0.5 (the default) cuts half of the training operands short: a place where one digit is 0 shows
   the answer position where to look; without it some starts sit at chance on the tens digit;
 - above 3 digits the settings in LONG follow from `digits`: position coupling (`PlaceMarks`: each position
@@ -30,7 +30,8 @@ import torch.nn as nn
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import extras  # noqa: E402
 import gpt  # noqa: E402
-from _shared import exercise_settings, load_model  # noqa: E402
+from extras.config import exercise_settings  # noqa: E402
+from extras.checkpoints import load_model  # noqa: E402
 
 # settings (each can be changed on the command line: --name=value)
 digits = 3             # digits of a and b: problems a+b= with a, b below 10**digits
@@ -118,7 +119,7 @@ def score(model, a, b, digits, device, chunk=2000):
     (units first), and the model's answers as numbers."""
     rows = encode(a, b, digits).to(device)
     prompt_len = 2 * digits + 2
-    got = torch.cat([torch.stack(list(extras.sample_stream(model, rows[i:i + chunk, :prompt_len], digits + 1,
+    got = torch.cat([torch.stack(list(extras.sampling.sample_stream(model, rows[i:i + chunk, :prompt_len], digits + 1,
                                                            top_k=1)), 1)
                      for i in range(0, len(rows), chunk)])  # (n, digits+1), units first
     right = got == rows[:, prompt_len:]
@@ -187,7 +188,7 @@ def train(cfg):
         return f"{score(model, *draw(1000, cfg.digits, g_val, testing=True), cfg.digits, cfg.device)[0]:.1%}"
     seconds, loss = fit(model, cfg, lambda: [get_batch(cfg.batch_size, cfg.digits, g, cfg.device, short=cfg.short)],
                         look)
-    extras.save_checkpoint(cfg.ckpt_path, model, CHARS, cfg, cfg.max_iters, loss)
+    extras.checkpoints.save(cfg.ckpt_path, model, CHARS, cfg, cfg.max_iters, loss)
     print(f"saved to {cfg.ckpt_path}")
     return model, seconds
 
@@ -220,7 +221,7 @@ def fit(model, cfg, batch, look, schedule=cosine):
             break
         for group in optimizer.param_groups:
             group['lr'] = schedule(it, cfg)
-        with extras.autocast(cfg.device, cfg.dtype):
+        with extras.precision.autocast(cfg.device, cfg.dtype):
             losses = [(model(x, y)[1], (y != -1).sum()) for x, y in batch()]
         loss = sum(part * n for part, n in losses) / sum(n for _, n in losses)
         optimizer.zero_grad(set_to_none=True)
@@ -252,4 +253,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    extras.run(main)
+    extras.errors.run(main)

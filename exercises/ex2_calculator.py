@@ -14,7 +14,7 @@ The setup:
   off, so that the checks learn to correct the model's own misses, and `long_dividends` of the divisions
   have a full-length dividend (only there can long division's last step borrow at the tens with a
   difference of 0 or more);
-- answers are decoded greedily through `generate` (`extras.sample_stream`, top_k=1), only for the rows where
+- answers are decoded greedily through `generate` (`extras.sampling.sample_stream`, top_k=1), only for the rows where
   one forward pass finds the likeliest token wrong somewhere (`solve`: the same tokens, faster);
 - attention runs in gpt.py's fused kernel (`flash = True`), whose scores stay float32 under bfloat16
   autocast; the lecture's `q @ k.T` rounds them to bfloat16, which cost division its goal for some seeds.
@@ -31,7 +31,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import extras  # noqa: E402
 import gpt  # noqa: E402
 import ex2_addition as addition  # noqa: E402
-from _shared import exercise_settings, load_model  # noqa: E402
+from extras.config import exercise_settings  # noqa: E402
+from extras.checkpoints import load_model  # noqa: E402
 
 # settings (each can be changed on the command line: --name=value)
 digits = 3             # operands have 1 to this many digits
@@ -235,7 +236,8 @@ def solve(model, op, a, b, digits, device, chunk=2000):
     got, redo = true.clone(), ((likeliest != true) & up_to_end(true)).any(1).nonzero()[:, 0]
     for i in range(0, len(redo), chunk):  # the rows it got wrong somewhere: decoded, as sample_stream writes them
         part = rows[redo[i:i + chunk]].to(device)
-        got[redo[i:i + chunk]] = torch.stack(list(extras.sample_stream(model, part, true.shape[1], top_k=1)), 1).cpu()
+        tokens = extras.sampling.sample_stream(model, part, true.shape[1], top_k=1)
+        got[redo[i:i + chunk]] = torch.stack(list(tokens), 1).cpu()
     model.train(was_training)
     return got
 
@@ -289,8 +291,8 @@ def show_work(model, cfg, question):
     """Print the model's work and answer for one problem like 123*456."""
     found = re.fullmatch(r'\s*(\d+)\s*([-+*/])\s*(\d+)\s*', question)
     if not found or max(len(found[1]), len(found[3])) > cfg.digits or found[2] not in cfg.ops:
-        raise extras.UserError(f"--ask={question!r} is not a problem this model knows: write it like 123*456, with "
-                            f"numbers of up to {cfg.digits} digits and one of {' '.join(cfg.ops)}")
+        raise extras.errors.UserError(f"--ask={question!r} is not a problem this model knows: write it like 123*456, "
+                                      f"with numbers of up to {cfg.digits} digits and one of {' '.join(cfg.ops)}")
     a, op, b = torch.tensor([int(found[1])]), found[2], torch.tensor([int(found[3])])
     tokens = solve(model, op, a, b, cfg.digits, cfg.device)[0].tolist()
     line = ''.join(CHARS[t] for t in prompt(op, a, b, cfg.digits)[0].tolist() + tokens)
@@ -340,11 +342,12 @@ def main(argv=None):
     def look():  # a quick look: exact match on 250 held-out problems per operation
         right = {op: score(model, op, *draw(250, cfg.digits, g_val, True), cfg.digits, cfg.device)[0] for op in cfg.ops}
         return ' '.join(f"{op} {r.float().mean():.1%}" for op, r in right.items())
-    addition.fit(model, cfg, lambda: parts(*get_batch(cfg.batch_size, cfg, g, cfg.device), cfg), look, extras.get_lr)
-    extras.save_checkpoint(cfg.ckpt_path, model, CHARS, cfg, cfg.max_iters, 0.0)
+    addition.fit(model, cfg, lambda: parts(*get_batch(cfg.batch_size, cfg, g, cfg.device), cfg), look,
+                 extras.schedule.get_lr)
+    extras.checkpoints.save(cfg.ckpt_path, model, CHARS, cfg, cfg.max_iters, 0.0)
     print(f"saved to {cfg.ckpt_path}")
     return report(model, cfg, cfg.seed)
 
 
 if __name__ == '__main__':
-    extras.run(main)
+    extras.errors.run(main)

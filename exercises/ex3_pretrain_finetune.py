@@ -39,7 +39,7 @@ import torch
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import extras  # noqa: E402
 import gpt  # noqa: E402
-from _shared import CPU_AS_MEASURED, exercise_settings  # noqa: E402
+from extras.config import exercise_settings  # noqa: E402
 
 # settings (each can be changed on the command line: --name=value)
 corpus = 'corpus.txt'     # the large pretraining text (any UTF-8 text: mapped onto tiny Shakespeare's characters)
@@ -100,9 +100,10 @@ def mapped_corpus(path, chars):
     mapped = to_vocabulary(text, chars)
     missing = ''.join(ch for ch in chars if ch not in set(mapped))
     try:
-        extras.save_atomic(out, lambda f: f.write((mapped + missing).encode('utf-8')))
+        extras.files.save_atomic(out, lambda f: f.write((mapped + missing).encode('utf-8')))
     except OSError as e:
-        raise extras.UserError(f"could not write {out} ({e.strerror}): copy {path} to a writable folder") from None
+        raise extras.errors.UserError(f"could not write {out} ({e.strerror}): copy {path} to a writable "
+                                      "folder") from None
     print(f"{path} has other characters than tiny Shakespeare's {len(chars)}: mapped onto them in {out} "
           f"({len(text) - len(mapped):,} characters dropped or merged; {len(missing)} missing ones appended once)")
     return str(out)
@@ -125,9 +126,9 @@ def build_corpus(path, shakespeare):
     """Download the packages, extract the texts, keep tiny Shakespeare's characters, remove the overlap; write path."""
     chars = sorted(set(shakespeare))
     if not (shutil.which('apt-get') and shutil.which('dpkg-deb')):
-        raise extras.UserError("--prepare takes the corpus from Debian's packages and needs apt-get and dpkg-deb "
-                               "(Debian or Ubuntu); on this system use any large UTF-8 text of your own: "
-                               "--corpus=your.txt")
+        raise extras.errors.UserError("--prepare takes the corpus from Debian's packages and needs apt-get and "
+                                      "dpkg-deb (Debian or Ubuntu); on this system use any large UTF-8 text of your "
+                                      "own: --corpus=your.txt")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)
         try:
@@ -137,7 +138,7 @@ def build_corpus(path, shakespeare):
             kjv = subprocess.run([str(tmp / 'x/usr/bin/bible'), '-p', str(tmp / 'x/usr/lib'), '-m', '8192',
                                   'gen1:1-rev22:21'], check=True, capture_output=True, text=True).stdout
         except (OSError, subprocess.CalledProcessError) as e:
-            raise extras.UserError(f"could not get the corpus from Debian's packages ({e}); this needs apt-get "
+            raise extras.errors.UserError(f"could not get the corpus from Debian's packages ({e}); this needs apt-get "
                                    "and dpkg-deb (Debian or Ubuntu): use --corpus=FILE with a large text of your "
                                    "own") from None
         parts = {'King James Bible': re.sub(r'(?m)^ +\d+ ', '', kjv),  # without verse numbers
@@ -169,7 +170,7 @@ def build_corpus(path, shakespeare):
     after = len(shared_strings(clean, shakespeare))
     print(f"removed {len(lines) - len(kept):,} lines ({len(text) - len(clean):,} characters); "
           f"overlap after: {after} shared {OVERLAP}-character strings")
-    extras.save_atomic(path, lambda f: f.write(clean.encode('utf-8')))
+    extras.files.save_atomic(path, lambda f: f.write(clean.encode('utf-8')))
     print(f"wrote {path}: {len(clean):,} characters, {len(set(clean))} distinct")
 
 
@@ -177,10 +178,11 @@ def build_corpus(path, shakespeare):
 def train(c, seed, text_file, ckpt, iters, lr, init_from=''):
     """One gpt.train run with gpt.py's CPU settings as they were when its results were measured
     (batch 16): (best val loss, seconds)."""
-    cfg = extras.parse_config([f'--device={c.device}', *CPU_AS_MEASURED, f'--input_file={text_file}', f'--seed={seed}',
-                               f'--ckpt_path={ckpt}', f'--max_iters={iters}', f'--learning_rate={lr}',
+    cfg = extras.config.parse_config([f'--device={c.device}', '--settings=cpu', f'--input_file={text_file}',
+                                      f'--seed={seed}', f'--ckpt_path={ckpt}', f'--max_iters={iters}',
+                                      f'--learning_rate={lr}',
                                f'--eval_interval={max(1, iters // 6)}', f'--eval_iters={c.eval_iters}',
-                               f'--init_from={init_from}'])
+                               f'--init_from={init_from}'], vars(gpt))
     torch.manual_seed(seed)
     start = time.time()
     best = gpt.train(cfg)
@@ -208,7 +210,7 @@ def main(argv=None):
             pre = f'{tmp}/pre{seed}.pt'
             print(f"--- seed {seed}: pretraining on {c.corpus}", flush=True)
             _, pre_s = train(c, seed, c.corpus, pre, c.pretrain_iters, 3e-3)
-            model, _ = extras.load_checkpoint(pre, c.device, flash=False)
+            model, _ = extras.checkpoints.load_checkpoint(pre, c.device, gpt.GPTLanguageModel)
             on_corpus = gpt.estimate_loss(model, corpus_splits, c.eval_iters * 4, 16, 64, c.device)
             zero_shot = gpt.estimate_loss(model, ts_splits, c.eval_iters * 4, 16, 64, c.device)['val']
             print(f"--- seed {seed}: fine-tuning on tiny Shakespeare", flush=True)
@@ -233,4 +235,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    extras.run(main)
+    extras.errors.run(main)

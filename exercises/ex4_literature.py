@@ -38,7 +38,7 @@ from torch.nn import functional as F
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import extras  # noqa: E402
 import gpt  # noqa: E402
-from _shared import CPU_AS_MEASURED, exercise_settings  # noqa: E402
+from extras.config import exercise_settings  # noqa: E402
 
 # settings (each can be changed on the command line: --name=value)
 variants = 'baseline,rope,tie,swiglu,relu2,gelu,qknorm'  # comma-separated; join changes with +, like rope+tie
@@ -187,11 +187,11 @@ def check_variant(variant):
     """The variant's features, or a UserError naming the unknown ones."""
     unknown = [f for f in variant.split('+') if f not in FEATURES] if variant != 'baseline' else []
     if unknown:
-        raise extras.UserError(f"--variants: no change called {', '.join(unknown)}; choose from baseline, "
+        raise extras.errors.UserError(f"--variants: no change called {', '.join(unknown)}; choose from baseline, "
                             f"{', '.join(FEATURES)}, or join them with +")
     if len({'swiglu', 'relu2', 'gelu'} & set(variant.split('+'))) > 1:
-        raise extras.UserError(f"--variants: {variant} has more than one of swiglu, relu2 and gelu: each replaces "
-                            "the same feed-forward activation; choose one")
+        raise extras.errors.UserError(f"--variants: {variant} has more than one of swiglu, relu2 and gelu: each "
+                                      "replaces the same feed-forward activation; choose one")
 
 
 # ----------------------------------------------------------------------------- the measurement
@@ -207,7 +207,7 @@ def step_times(names, vocab_size, cfg, splits, muon_lr, rounds=6, steps=30):
             start = time.time()
             for _ in range(steps):
                 x, y = gpt.get_batch(splits['train'], cfg.batch_size, cfg.block_size, cfg.device)
-                with extras.autocast(cfg.device):
+                with extras.precision.autocast(cfg.device):
                     loss = models[v](x, y)[1]
                 optims[v].zero_grad(set_to_none=True)
                 loss.backward()
@@ -221,9 +221,9 @@ def train(variant, seed, iters, c):
     """gpt.train on the variant for iters steps: (best val, seconds, seconds to the target or None, parameters,
     [(seconds, val loss) at each evaluation])."""
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = extras.parse_config([f'--device={c.device}', *CPU_AS_MEASURED, f'--input_file={c.input_file}',
+        cfg = extras.config.parse_config([f'--device={c.device}', '--settings=cpu', f'--input_file={c.input_file}',
                                 f'--seed={seed}', f'--ckpt_path={tmp}/ckpt.pt', f'--max_iters={iters}',
-                                f'--eval_interval={c.eval_interval}'])
+                                f'--eval_interval={c.eval_interval}'], vars(gpt))
         torch.manual_seed(seed)
         chars, _ = gpt.load_data(cfg.input_file, cfg.block_size)
         model = build(variant, len(chars), cfg)
@@ -244,7 +244,8 @@ def main(argv=None):
     for v in names:
         check_variant(v)
     names = ['baseline'] + [v for v in names if v != 'baseline']  # the budget is the baseline's
-    cfg = extras.parse_config([f'--device={c.device}', *CPU_AS_MEASURED, f'--input_file={c.input_file}'])
+    cfg = extras.config.parse_config([f'--device={c.device}', '--settings=cpu', f'--input_file={c.input_file}'],
+                                     vars(gpt))
     chars, splits = gpt.load_data(cfg.input_file, cfg.block_size)
     per_step = step_times(names, len(chars), cfg, splits, c.muon_lr)
     iters = {v: round(c.budget_iters * per_step['baseline'] / per_step[v]) for v in names}
@@ -276,4 +277,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    extras.run(main)
+    extras.errors.run(main)

@@ -34,7 +34,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import extras  # noqa: E402
 import gpt  # noqa: E402
 import ex4_literature as literature  # noqa: E402
-from _shared import CPU_AS_MEASURED, exercise_settings  # noqa: E402
+from extras.config import exercise_settings  # noqa: E402
 
 # settings (each can be changed on the command line: --name=value)
 record = 'clock,muon,batch32,wsd,relu2,zeroinit,softcap,vembed,ns3,bsched,ctxsched'  # each added to the rows above
@@ -69,7 +69,8 @@ class SoftCap(nn.Module):
 
 def settings(changes, c):
     """gpt.py's CPU settings as they were when this exercise was measured (batch 16), or with batch32's batch."""
-    cfg = extras.parse_config([f'--device={c.device}', *CPU_AS_MEASURED, f'--input_file={c.input_file}'])
+    cfg = extras.config.parse_config([f'--device={c.device}', '--settings=cpu', f'--input_file={c.input_file}'],
+                                     vars(gpt))
     if 'batch32' in changes:
         cfg.batch_size = 32
     return cfg
@@ -155,7 +156,7 @@ def run(changes, seed, seconds, c, chars, splits):
         for group, peak in zip(optimizer.param_groups, peaks):
             group['lr'] = peak * lr_factor(clock / seconds, changes, warmup)
         x, y = gpt.get_batch(splits['train'], *batch_shape(clock / seconds, changes, cfg), c.device)
-        with extras.autocast(c.device):
+        with extras.precision.autocast(c.device):
             _, loss = model(x, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -247,4 +248,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    extras.run(main)
+    extras.errors.run(main)

@@ -22,7 +22,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import bigram  # noqa: E402
 import extras  # noqa: E402
 import gpt  # noqa: E402
-from _shared import exercise_settings  # noqa: E402
+from extras.config import exercise_settings  # noqa: E402
 
 # settings (each can be changed on the command line: --name=value)
 steps = 'all'          # rows, comma-separated, or all (bigram,head,multihead,ffwd,blocks,residual,layernorm,scaled)
@@ -114,10 +114,10 @@ def run_step(step, seed, c):
     torch.manual_seed(seed)
     if step == 'scaled':  # gpt.py itself, into a throwaway checkpoint
         with tempfile.TemporaryDirectory() as tmp:
-            cfg = extras.parse_config([f'--device={c.device}', f'--input_file={c.input_file}', f'--seed={seed}',
-                                    f'--ckpt_path={pathlib.Path(tmp) / "ckpt.pt"}'])
+            cfg = extras.config.parse_config([f'--device={c.device}', f'--input_file={c.input_file}', f'--seed={seed}',
+                                    f'--ckpt_path={pathlib.Path(tmp) / "ckpt.pt"}'], vars(gpt))
             val = gpt.train(cfg)
-            model, _ = extras.load_checkpoint(cfg.ckpt_path, 'cpu')
+            model, _ = extras.checkpoints.load_checkpoint(cfg.ckpt_path, 'cpu', gpt.GPTLanguageModel)
         return val, sum(p.numel() for p in model.parameters()), time.time() - start, f'{cfg.settings} settings'
     chars, splits = gpt.load_data(c.input_file, c.block_size)
     model = build(step, len(chars), c).to(c.device)
@@ -177,9 +177,9 @@ def draw(rows, path):
     ax.set_ylabel('val loss')
     ax.legend(fontsize=8)
     ax.set_title("Each step of the video, measured (bars per seed) beside the video's val loss", fontsize=10)
-    extras.save_atomic(path, lambda f: fig.savefig(f, format='png', dpi=90, bbox_inches='tight'))
+    extras.files.save_atomic(path, lambda f: fig.savefig(f, format='png', dpi=90, bbox_inches='tight'))
     print(f"drew the table into {path}")
 
 
 if __name__ == '__main__':
-    extras.run(main)
+    extras.errors.run(main)

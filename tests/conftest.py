@@ -26,7 +26,7 @@ DATA = pathlib.Path(tempfile.mkdtemp(prefix='gpt-tests-')) / 'tinyshakespeare.tx
 atexit.register(shutil.rmtree, DATA.parent, ignore_errors=True)
 
 # the CPU's values of gpt.py's two-valued settings (`name = A if gpu else B`: B)
-CPU = {name: pair[1] for name, (_, pair) in extras.script_settings(ROOT / 'gpt.py').items() if pair}
+CPU = {name: pair[1] for name, (_, pair) in extras.config.script_settings(ROOT / 'gpt.py').items() if pair}
 
 # a GPT small enough that a whole run (training, samples, more.txt) takes seconds on a CPU
 TINY = ['--device=cpu', '--n_layer=1', '--n_embd=32', '--n_head=2', '--block_size=16', '--batch_size=8',
@@ -36,22 +36,22 @@ TINY = ['--device=cpu', '--n_layer=1', '--n_embd=32', '--n_head=2', '--block_siz
 
 def is_tiny_shakespeare(path):
     path = pathlib.Path(path)
-    return path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == extras.DATA_SHA256
+    return path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == extras.corpus.DATA_SHA256
 
 
 def find_tiny_shakespeare(shared=SHARED, local=ROOT / 'input.txt', downloaded=DOWNLOADED):
     """(path, how): ../shared's copy, else input.txt if it is tiny Shakespeare, else an earlier download, else a new
-    download with gpt.py's own code (its SHA-256 checked). Offline with none of them: a extras.UserError saying what
-    to do."""
+    download with gpt.py's own code (its SHA-256 checked). Offline with none of them: a UserError saying what to do."""
     for path, how in ((shared, None), (local, None), (downloaded, None)):
         if is_tiny_shakespeare(path):
             return pathlib.Path(path), how
     downloaded.parent.mkdir(parents=True, exist_ok=True)
     try:
-        extras.download(str(downloaded))
-    except extras.UserError:
-        raise extras.UserError(f"the tests need tiny Shakespeare and could not download it: save {extras.DATA_URL} as "
-                            f"{local} (or run `python gpt.py` once online), then run the tests again") from None
+        extras.corpus.download(str(downloaded))
+    except extras.errors.UserError:
+        raise extras.errors.UserError(f"the tests need tiny Shakespeare and could not download it: save "
+                                      f"{extras.corpus.DATA_URL} as {local} (or run `python gpt.py` once online), "
+                                      "then run the tests again") from None
     return pathlib.Path(downloaded), f"tiny Shakespeare was downloaded to {downloaded} (once; the tests reuse it)"
 
 
@@ -62,11 +62,11 @@ def data_path(request):
         problem = None
         try:
             capture = request.config.pluginmanager.getplugin('capturemanager')
-            with capture.global_and_fixture_disabled():  # extras.download's line, and ours, reach the terminal
+            with capture.global_and_fixture_disabled():  # extras.corpus.download's line, and ours, reach the terminal
                 path, how = find_tiny_shakespeare()
                 if how:
                     print(f"\n{how}")
-        except extras.UserError as e:
+        except extras.errors.UserError as e:
             problem = str(e)
         if problem:  # outside the except block: the report is that one line, not a chain of exceptions
             pytest.fail(problem, pytrace=False)
@@ -137,12 +137,12 @@ def interrupt(proc):
 
 
 def call(main, *args):
-    """main(args) in this process, as extras.run runs a script (one-line errors, exit codes): a CompletedProcess
+    """main(args) in this process, as extras.errors.run runs a script (one-line errors, exit codes): a CompletedProcess
     with its exit code, stdout and stderr, like run_script's, without a new Python and torch to start."""
     out, err, code = io.StringIO(), io.StringIO(), 0
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
-            extras.run(lambda: main(list(map(str, args))))
+            extras.errors.run(lambda: main(list(map(str, args))))
         except SystemExit as e:
             code = e.code
     return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())

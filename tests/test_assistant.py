@@ -202,7 +202,7 @@ def test_the_whole_pipeline_runs_at_tiny_sizes_and_eval_scores_it_again(tmp_path
     chars = vocab[0]
     base = tmp_path / 'ckpt.pt'
     cfg = argparse.Namespace(n_embd=32, n_head=2, n_layer=1, block_size=64)
-    extras.save_checkpoint(base, tiny(chars), chars, cfg, 0, 4.0)
+    extras.checkpoints.save(base, tiny(chars), chars, cfg, 0, 4.0)
     args = [f'--base={base}', f'--input_file={data_path}', f'--ckpt_path={tmp_path / "a.pt"}', '--device=cpu',
             '--dtype=float32', '--sft_iters=40', '--sft_lr=1e-2', '--batch_size=8', '--rm_prompts=32',
             '--rm_iters=3', '--rl_iters=2', '--eval_interval=1', '--eval_prompts=8']

@@ -16,7 +16,7 @@ def bench_with(compile, tmp_path, *args):
     """bench.py with torch.compile replaced (tests/test_training.py runs the real one; here it would cost 30 s)."""
     script = tmp_path.parent / f'bench_{tmp_path.name}.py'
     script.write_text(f"import sys, torch\nsys.path.insert(0, {str(ROOT)!r})\nimport bench, extras\n{compile}\n"
-                      "extras.run(bench.main)\n", encoding='utf-8')
+                      "extras.errors.run(bench.main)\n", encoding='utf-8')
     return run_script(str(script), *TINY, *args, cwd=tmp_path, timeout=600)
 
 

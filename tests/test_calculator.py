@@ -12,7 +12,7 @@ from conftest import ROOT, assert_user_error, call
 sys.path.insert(0, str(ROOT / 'exercises'))
 import ex2_addition as ex2  # noqa: E402
 import ex2_calculator as calc  # noqa: E402
-from _shared import exercise_settings  # noqa: E402
+from extras.config import exercise_settings  # noqa: E402
 
 ALL = argparse.Namespace(digits=3, ops='+-*/', wrong_guesses=0.2, long_dividends=0.6)
 
@@ -180,8 +180,8 @@ def test_a_tiny_calculator_learns_one_digit_addition_and_subtraction_and_answers
         exact, _, whole = calc.score(model, op, a[seen], b[seen], 1, 'cpu')
         assert exact.all() and whole.all(), (op, exact)
     decoded = []  # the shortcut in solve: rows right at every token are not decoded, and nothing else changes
-    plain_stream = extras.sample_stream
-    monkeypatch.setattr(extras, 'sample_stream', lambda m, rows, *args, **kw: decoded.append(len(rows)) or
+    plain_stream = extras.sampling.sample_stream
+    monkeypatch.setattr(extras.sampling, 'sample_stream', lambda m, rows, *args, **kw: decoded.append(len(rows)) or
                         plain_stream(m, rows, *args, **kw))
     for op in '+-':
         a, b = torch.arange(10).repeat_interleave(10), torch.arange(10).repeat(10)
@@ -191,7 +191,7 @@ def test_a_tiny_calculator_learns_one_digit_addition_and_subtraction_and_answers
         decoded.clear()
     calc.main(['--ask=7-9', '--device=cpu', f'--ckpt_path={ckpt}'])
     assert capsys.readouterr().out == 'the model writes: 7-9=8-2.\nits answer: 7 - 9 = -2\n'
-    with pytest.raises(extras.UserError, match=r"--ask='7\*9' is not a problem this model knows"):
+    with pytest.raises(extras.errors.UserError, match=r"--ask='7\*9' is not a problem this model knows"):
         calc.main(['--ask=7*9', '--device=cpu', f'--ckpt_path={ckpt}'])
 
 
@@ -199,7 +199,7 @@ def decode(model, op, a, b, digits):
     """The lecture's way: every row decoded token by token, greedily; and the right rows."""
     model.eval()
     rows = calc.prompt(op, a, b, digits)
-    return torch.stack(list(extras.sample_stream(model, rows, calc.length(op, digits), top_k=1)), 1), \
+    return torch.stack(list(extras.sampling.sample_stream(model, rows, calc.length(op, digits), top_k=1)), 1), \
         calc.work(op, a, b, digits)
 
 
@@ -241,7 +241,7 @@ def test_flash_is_the_default_saved_and_rebuilt_and_older_checkpoints_load_witho
     _, cfg = exercise_settings(calc.__file__, vars(calc), ['--digits=1', '--n_layer=1', '--n_embd=16', '--n_head=2'],
                                calc.__doc__)  # no --flash: the fused kernel is the default (docs/results.md)
     model = calc.build(cfg)
-    extras.save_checkpoint(path, model, calc.CHARS, cfg, 0, 0.0)
+    extras.checkpoints.save(path, model, calc.CHARS, cfg, 0, 0.0)
     loaded, saved = calc.load(path, 'cpu')
     assert saved.flash and all(h.flash for b in loaded.blocks for h in b.sa.heads)
     ckpt = torch.load(path, weights_only=True)

@@ -1,6 +1,7 @@
 """gpt.py end to end, as a learner runs it: subprocesses in a temporary folder."""
 import importlib.util
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -69,8 +70,8 @@ def test_same_seed_same_losses_and_same_sample(trained, data_path, tmp_path, mon
 def test_auto_settings_are_the_lectures_on_cuda_only(monkeypatch):
     """The video: "I would not run this on a CPU or a MacBook" (1:40:56); on MPS the small settings too."""
     for device, chosen in (('cuda', 'lecture'), ('mps', 'cpu'), ('cpu', 'cpu')):
-        monkeypatch.setattr(extras, 'torch_devices', lambda: {'cuda': True, 'mps': True, 'cpu': True})
-        cfg = extras.parse_config([f'--device={device}'])
+        monkeypatch.setattr(extras.config, 'torch_devices', lambda: {'cuda': True, 'mps': True, 'cpu': True})
+        cfg = extras.config.parse_config([f'--device={device}'], vars(gpt))
         assert (cfg.device, cfg.settings) == (device, chosen)
         assert (cfg.n_layer == 6) == (chosen == 'lecture')
 
@@ -87,14 +88,14 @@ def test_help_lists_every_setting_with_its_values():
 
 
 def test_settings_sets_and_overrides():
-    cpu = extras.parse_config(['--device=cpu'])
+    cpu = extras.config.parse_config(['--device=cpu'], vars(gpt))
     assert cpu.settings == 'cpu' and all(getattr(cpu, k) == v for k, v in CPU.items())
-    lecture = extras.parse_config(['--device=cpu', '--settings=lecture'])
+    lecture = extras.config.parse_config(['--device=cpu', '--settings=lecture'], vars(gpt))
     assert (lecture.n_embd, lecture.block_size, lecture.max_iters, lecture.dropout) == (384, 256, 5000, 0.2)
-    mixed = extras.parse_config(['--device=cpu', '--settings=lecture', '--n_layer=2', '--dropout=0'])
+    mixed = extras.config.parse_config(['--device=cpu', '--settings=lecture', '--n_layer=2', '--dropout=0'], vars(gpt))
     assert (mixed.n_layer, mixed.dropout, mixed.n_embd) == (2, 0.0, 384)  # explicit values win over both
-    assert extras.parse_config(['--device=cpu', '--n_embd=64', '--n_head=4']).n_embd == 64
-    assert extras.parse_config(['--device=cpu', '--compile=False']).compile is False
+    assert extras.config.parse_config(['--device=cpu', '--n_embd=64', '--n_head=4'], vars(gpt)).n_embd == 64
+    assert extras.config.parse_config(['--device=cpu', '--compile=False'], vars(gpt)).compile is False
 
 
 @pytest.mark.parametrize('args, words', [
@@ -111,7 +112,7 @@ def test_settings_sets_and_overrides():
 ])
 def test_bad_settings_exit_2(args, words, capsys):
     with pytest.raises(SystemExit) as e:
-        extras.parse_config(args)
+        extras.config.parse_config(args, vars(gpt))
     err = capsys.readouterr().err
     assert e.value.code == 2 and len(err.splitlines()) == 1 and err.startswith('gpt.py: error: '), err
     assert all(word in err for word in words), err
@@ -198,7 +199,7 @@ def test_ctrl_c_while_a_checkpoint_is_written_waits_for_the_file(tmp_path):
         signal.raise_signal(signal.SIGINT)  # Ctrl-C just as torch.save begins
         torch.save({'w': torch.arange(1000)}, f)
     with pytest.raises(KeyboardInterrupt):
-        extras.save_atomic(str(tmp_path / 'ckpt.pt'), write)
+        extras.files.save_atomic(str(tmp_path / 'ckpt.pt'), write)
     assert torch.load(tmp_path / 'ckpt.pt', weights_only=True)['w'].tolist() == list(range(1000))
     assert [f.name for f in tmp_path.iterdir()] == ['ckpt.pt']  # no temporary file left
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C works as before afterwards
@@ -257,11 +258,11 @@ def test_an_edit_at_the_top_of_gpt_py_is_what_runs(data_path, tmp_path, monkeypa
 
 
 def edited_checkout(tmp_path, find, insert):
-    """A copy of gpt.py and extras.py in tmp_path/src, with the line insert (indented as the line that starts with
-    find) put before that line in gpt.py."""
+    """A copy of gpt.py and the extras package in tmp_path/src, with the line insert (indented as the line that
+    starts with find) put before that line in gpt.py."""
     src = tmp_path / 'src'
     src.mkdir(parents=True)
-    (src / 'extras.py').write_bytes((ROOT / 'extras.py').read_bytes())
+    shutil.copytree(ROOT / 'extras', src / 'extras', ignore=shutil.ignore_patterns('__pycache__'))
     lines = (ROOT / 'gpt.py').read_text(encoding='utf-8').split('\n')
     at = next(i for i, line in enumerate(lines) if line.strip().startswith(find))
     lines.insert(at, lines[at][:len(lines[at]) - len(lines[at].lstrip())] + insert)

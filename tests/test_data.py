@@ -37,7 +37,7 @@ def test_any_text_in_any_chunks_encodes_as_in_memory(tmp_path_factory, text, chu
     """Characters of 1 to 4 UTF-8 bytes, cut anywhere by the chunks, come out as the in-memory tokenizer's ids."""
     path = tmp_path_factory.mktemp('text') / 't.txt'
     path.write_bytes(text.encode('utf-8'))  # bytes: no newline translation
-    chars, data = extras.encode_file(str(path), chunk_bytes)
+    chars, data = extras.corpus.encode_file(str(path), chunk_bytes)
     ref_chars, ref = in_memory(text)
     assert chars == ref_chars and torch.equal(data.long(), ref)
 
@@ -45,7 +45,7 @@ def test_any_text_in_any_chunks_encodes_as_in_memory(tmp_path_factory, text, chu
 def test_a_vocabulary_over_256_characters_takes_two_bytes(tmp_path):
     text = ''.join(map(chr, range(0x400, 0x400 + 300))) * 3 + 'abc\n'
     (tmp_path / 't.txt').write_text(text, encoding='utf-8')
-    chars, data = extras.encode_file(str(tmp_path / 't.txt'))
+    chars, data = extras.corpus.encode_file(str(tmp_path / 't.txt'))
     assert data.dtype == torch.uint16 and len(chars) == 304
     assert torch.equal(data.long(), in_memory(text)[1])
 
@@ -53,18 +53,18 @@ def test_a_vocabulary_over_256_characters_takes_two_bytes(tmp_path):
 def test_a_changed_text_is_encoded_again_never_read_stale(tmp_path):
     path = tmp_path / 't.txt'
     path.write_text('abcd' * 100, encoding='utf-8')
-    chars, data = extras.encode_file(str(path))
+    chars, data = extras.corpus.encode_file(str(path))
     assert chars == list('abcd')
     stat = path.stat()
     path.write_text('abce' * 100, encoding='utf-8')  # same size; and the old modification time put back
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    chars, data = extras.encode_file(str(path))
+    chars, data = extras.corpus.encode_file(str(path))
     assert chars == list('abce') and torch.equal(data.long(), in_memory('abce' * 100)[1])
     path.write_text('xyz' * 100, encoding='utf-8')  # another size
-    assert extras.encode_file(str(path))[0] == list('xyz')
+    assert extras.corpus.encode_file(str(path))[0] == list('xyz')
     cache = tmp_path / 't.txt.cache'
     cache.write_bytes(cache.read_bytes()[:-10])  # a damaged cache (cut short) is rebuilt too
-    chars, data = extras.encode_file(str(path))
+    chars, data = extras.corpus.encode_file(str(path))
     assert chars == list('xyz') and len(data) == 300 and cache.stat().st_size > 300
 
 
@@ -73,9 +73,10 @@ def test_a_bad_byte_in_the_middle_is_found_in_one_read_and_leaves_no_cache(tmp_p
     good = 'Ünïcödé and ASCII text. ' * 4000
     path.write_bytes(good.encode('utf-8') + b'\xff' + good.encode('utf-8'))
     reads = []
-    monkeypatch.setattr(extras, 'code_points', lambda *a, f=extras.code_points: reads.append(1) or f(*a))
-    with pytest.raises(extras.UserError, match=rf"not UTF-8 text \(bad byte at offset {len(good.encode('utf-8'))}\)"):
-        extras.encode_file(str(path), chunk_bytes=1000)
+    monkeypatch.setattr(extras.corpus, 'code_points', lambda *a, f=extras.corpus.code_points: reads.append(1) or f(*a))
+    offset = len(good.encode('utf-8'))
+    with pytest.raises(extras.errors.UserError, match=rf"not UTF-8 text \(bad byte at offset {offset}\)"):
+        extras.corpus.encode_file(str(path), chunk_bytes=1000)
     assert reads == [1] and not (tmp_path / 'big.txt.cache').exists() and os.listdir(tmp_path) == ['big.txt']
 
 

@@ -28,7 +28,7 @@ def test_two_gloo_processes_with_batch_b_match_one_with_batch_2b(tmp_path):
                          cwd=tmp_path / 'one', env=env, capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr[-3000:]
     # only rank 0 printed, evaluated, saved and sampled: every line once, one checkpoint, no resume state left
-    assert 'device: cpu (choose with --device=cuda, mps or cpu); 2 processes' in two.stdout
+    assert 'torchrun: 2 processes, each on 1/2 of every batch' in two.stdout
     for line in ('parameters;', 'step 0:', 'step 1:', 'trained in', 'sampling from', 'wrote 300'):
         assert two.stdout.count(line) == 1, two.stdout
     assert sorted(os.listdir(tmp_path / 'two')) == ['ckpt.pt', 'more.txt']

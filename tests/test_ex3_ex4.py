@@ -31,7 +31,7 @@ def generated(path, n, seed):
 
 
 def cfg_for(text, ckpt, *more):
-    return extras.parse_config([*TINY, f'--input_file={text}', f'--ckpt_path={ckpt}', *more])
+    return extras.config.parse_config([*TINY, f'--input_file={text}', f'--ckpt_path={ckpt}', *more], vars(gpt))
 
 
 # ----------------------------------------------------------------------------- EX3 and --init_from
@@ -48,9 +48,9 @@ def test_init_from_refuses_other_characters_or_sizes(tmp_path):
     text = generated(tmp_path / 'a.txt', 20000, 0)
     gpt.train(cfg_for(text, tmp_path / 'pre.pt'))
     (tmp_path / 'abc.txt').write_text('abc ' * 1000, encoding='utf-8')
-    with pytest.raises(extras.UserError, match='other characters'):
+    with pytest.raises(extras.errors.UserError, match='other characters'):
         gpt.train(cfg_for(tmp_path / 'abc.txt', tmp_path / 'x.pt', f'--init_from={tmp_path / "pre.pt"}'))
-    with pytest.raises(extras.UserError, match='other sizes'):
+    with pytest.raises(extras.errors.UserError, match='other sizes'):
         gpt.train(cfg_for(text, tmp_path / 'x.pt', f'--init_from={tmp_path / "pre.pt"}', '--n_embd=64'))
     with pytest.raises(SystemExit):
         cfg_for(text, tmp_path / 'x.pt', f'--init_from={tmp_path / "missing.pt"}')
@@ -61,7 +61,8 @@ def test_ex3_pretrains_then_fine_tunes_from_those_weights(tmp_path, monkeypatch,
     corpus = generated(tmp_path / 'corpus.txt', 30000, 2)
     small = generated(tmp_path / 'small.txt', 6000, 3)
     started_from = []
-    monkeypatch.setattr(extras, 'init_weights', lambda model, path, chars, f=extras.init_weights:
+    plain = extras.checkpoints.init_weights
+    monkeypatch.setattr(extras.checkpoints, 'init_weights', lambda model, path, chars, f=plain:
                         started_from.append(torch.load(path, weights_only=True)['step']) or f(model, path, chars))
     rows = ex3.main([f'--corpus={corpus}', f'--input_file={small}', '--pretrain_iters=12', '--finetune_iters=6',
                      '--eval_iters=2', '--seeds=1'])
@@ -77,7 +78,7 @@ def test_ex3_maps_any_corpus_onto_tiny_shakespeares_characters(tmp_path):
     (tmp_path / 'mine.txt').write_text(text, encoding='utf-8')
     mapped = ex3.mapped_corpus(str(tmp_path / 'mine.txt'), list(VOCAB))
     assert mapped == str(tmp_path / 'mine.65.txt')
-    chars, data = extras.load_text(mapped, 64)
+    chars, data = extras.corpus.load_text(mapped, 64)
     assert chars == list(VOCAB) and len(data) > 6000  # exactly the 65, in tiny Shakespeare's order
     assert (tmp_path / 'mine.65.txt').read_text(encoding='utf-8').startswith('Cafe naive uber Cafe')
 
@@ -139,9 +140,9 @@ def test_ex4_runs_a_tiny_comparison_and_refuses_unknown_changes(capsys, monkeypa
     out = capsys.readouterr().out
     assert set(results) == {'baseline', 'rope+tie'} and '| rope+tie |' in out and '| baseline |' in out
     assert all(r[2] is not None for rs in results.values() for r in rs)  # val 9 is reached at once
-    with pytest.raises(extras.UserError, match='no change called flash'):
+    with pytest.raises(extras.errors.UserError, match='no change called flash'):
         ex4.main(['--variants=rope+flash', '--seeds=1', f'--input_file={DATA}'])
-    with pytest.raises(extras.UserError, match='more than one of swiglu'):
+    with pytest.raises(extras.errors.UserError, match='more than one of swiglu'):
         ex4.main(['--variants=swiglu+relu2', '--seeds=1', f'--input_file={DATA}'])
 
 

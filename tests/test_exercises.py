@@ -234,8 +234,8 @@ def test_ex2_errors(tmp_path, monkeypatch):
 
 # ----------------------------------------------------------------------------- sampling controls
 def sample(model, start, n, **kw):
-    """start and n tokens from extras.sample_stream (temperature, top_k in kw)."""
-    return torch.cat([start, *(t[:, None] for t in extras.sample_stream(model, start, n, **kw))], dim=1)
+    """start and n tokens from extras.sampling.sample_stream (temperature, top_k in kw)."""
+    return torch.cat([start, *(t[:, None] for t in extras.sampling.sample_stream(model, start, n, **kw))], dim=1)
 
 
 def test_top_k_1_is_greedy_and_deterministic():

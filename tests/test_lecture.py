@@ -123,7 +123,7 @@ def test_head_scales_by_head_size_not_embedding_size():
 
 def test_lecture_model_has_10_788_929_parameters_and_starts_near_ln_65():
     torch.manual_seed(1337)
-    lecture = {name: pair[0] for name, (_, pair) in extras.script_settings(gpt.__file__).items() if pair}
+    lecture = {name: pair[0] for name, (_, pair) in extras.config.script_settings(gpt.__file__).items() if pair}
     sizes = [lecture[k] for k in ('n_embd', 'n_head', 'n_layer', 'block_size', 'dropout')]
     assert sizes == [384, 6, 6, 256, 0.2]  # the values before `else` at the top of gpt.py
     model = gpt.GPTLanguageModel(65, *sizes)
@@ -178,12 +178,13 @@ def test_generate_crops_the_context_and_builds_no_graph():
 def test_learning_rate_schedule():
     from argparse import Namespace
     cfg = Namespace(learning_rate=1e-3, warmup_iters=10, max_iters=110, lr_decay=True)
-    assert extras.get_lr(0, cfg) == pytest.approx(1e-4)  # warmup
-    assert extras.get_lr(9, cfg) == pytest.approx(1e-3)
-    assert extras.get_lr(66, cfg) == pytest.approx(1e-3)  # stable until the last 40% (44 steps) are left
-    assert extras.get_lr(88, cfg) == pytest.approx(0.5e-3)  # then a linear decay
-    assert extras.get_lr(110, cfg) == pytest.approx(0.0)
-    assert extras.get_lr(60, Namespace(learning_rate=3e-4, warmup_iters=0, max_iters=110, lr_decay=False)) == 3e-4
+    assert extras.schedule.get_lr(0, cfg) == pytest.approx(1e-4)  # warmup
+    assert extras.schedule.get_lr(9, cfg) == pytest.approx(1e-3)
+    assert extras.schedule.get_lr(66, cfg) == pytest.approx(1e-3)  # stable until the last 40% (44 steps) are left
+    assert extras.schedule.get_lr(88, cfg) == pytest.approx(0.5e-3)  # then a linear decay
+    assert extras.schedule.get_lr(110, cfg) == pytest.approx(0.0)
+    constant = Namespace(learning_rate=3e-4, warmup_iters=0, max_iters=110, lr_decay=False)
+    assert extras.schedule.get_lr(60, constant) == 3e-4
 
 
 def test_estimate_loss_uses_fixed_batches_and_restores_train_mode(data_path):
@@ -277,11 +278,12 @@ vocab_size, n_embd, n_head, n_layer, block_size, dropout = 65, 32, 4, 2, 16, 0.2
 def test_a_checkpoint_of_gpt_py_loads_into_the_lectures_own_classes_with_the_same_logits(tmp_path):
     """The same state_dict keys (strict loading), the same logits: a learner's model is the lecture's model."""
     import extras
-    cfg = extras.parse_config(['--device=cpu', f'--n_embd={n_embd}', f'--n_head={n_head}', f'--n_layer={n_layer}',
-                               f'--block_size={block_size}', f'--ckpt_path={tmp_path / "ckpt.pt"}'])
+    cfg = extras.config.parse_config(['--device=cpu', f'--n_embd={n_embd}', f'--n_head={n_head}',
+                                      f'--n_layer={n_layer}', f'--block_size={block_size}',
+                                      f'--ckpt_path={tmp_path / "ckpt.pt"}'], vars(gpt))
     torch.manual_seed(0)
     ours = gpt.GPTLanguageModel(vocab_size, n_embd, n_head, n_layer, block_size, dropout)
-    extras.save_checkpoint(cfg.ckpt_path, ours, [chr(32 + i) for i in range(vocab_size)], cfg, 0, 4.0)
+    extras.checkpoints.save(cfg.ckpt_path, ours, [chr(32 + i) for i in range(vocab_size)], cfg, 0, 4.0)
     lecture = LectureGPTLanguageModel()
     lecture.load_state_dict(torch.load(cfg.ckpt_path, weights_only=True)['model'])  # strict: every key matches
     idx = torch.randint(vocab_size, (3, block_size))

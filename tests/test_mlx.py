@@ -44,7 +44,7 @@ def saved_gpt_model(tmp_path, shape, nudge=0.1):
     cfg = argparse.Namespace(n_embd=n_embd, n_head=n_head, n_layer=n_layer, block_size=block_size,
                              dropout=dropout)
     path = tmp_path / 'ckpt.pt'
-    extras.save_checkpoint(path, model, CHARS, cfg, 0, 4.0)
+    extras.checkpoints.save(path, model, CHARS, cfg, 0, 4.0)
     return model.eval(), path
 
 

@@ -19,8 +19,8 @@ import ex3_pretrain_finetune as ex3  # noqa: E402
 
 
 def test_the_tests_find_tiny_shakespeare_in_order_and_download_it_once(server, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(extras, 'DATA_URL', server)  # the local server plays the internet: it serves BODY
-    monkeypatch.setattr(extras, 'DATA_SHA256', hashlib.sha256(BODY.encode()).hexdigest())
+    monkeypatch.setattr(extras.corpus, 'DATA_URL', server)  # the local server plays the internet: it serves BODY
+    monkeypatch.setattr(extras.corpus, 'DATA_SHA256', hashlib.sha256(BODY.encode()).hexdigest())
     shared, local, downloaded = tmp_path / 'shared.txt', tmp_path / 'input.txt', tmp_path / 'dl' / 'ts.txt'
     where = dict(shared=shared, local=local, downloaded=downloaded)
     for path in (shared, local):
@@ -33,13 +33,14 @@ def test_the_tests_find_tiny_shakespeare_in_order_and_download_it_once(server, t
     assert path == downloaded and downloaded.read_text(encoding='utf-8') == BODY
     assert how == f"tiny Shakespeare was downloaded to {downloaded} (once; the tests reuse it)"
     assert local.read_text(encoding='utf-8') == 'my own text, not tiny Shakespeare'  # the learner's file untouched
-    monkeypatch.setattr(extras, 'DATA_URL', server.rsplit('/', 1)[0] + '/gone')  # offline from now on
+    monkeypatch.setattr(extras.corpus, 'DATA_URL', server.rsplit('/', 1)[0] + '/gone')  # offline from now on
     assert find_tiny_shakespeare(**where) == (downloaded, None)  # the earlier download is reused
     downloaded.unlink()
-    with pytest.raises(extras.UserError) as e:
+    with pytest.raises(extras.errors.UserError) as e:
         find_tiny_shakespeare(**where)
-    assert str(e.value) == (f"the tests need tiny Shakespeare and could not download it: save {extras.DATA_URL} as "
-                            f"{local} (or run `python gpt.py` once online), then run the tests again")
+    assert str(e.value) == (f"the tests need tiny Shakespeare and could not download it: save "
+                            f"{extras.corpus.DATA_URL} as {local} (or run `python gpt.py` once online), "
+                            "then run the tests again")
     assert not downloaded.exists()
 
 
@@ -70,7 +71,7 @@ def test_a_whole_run_without_any_platform_feature(data_path, tmp_path, monkeypat
     assert 'peak memory not measured on this system; best val loss' in out
     assert sorted(os.listdir(tmp_path)) == ['ckpt.pt', 'more.txt', 'text.txt']  # no cache: the ids stayed in memory
     assert len((tmp_path / 'more.txt').read_text(encoding='utf-8')) == 301
-    chars, data = extras.encode_file('text.txt')
+    chars, data = extras.corpus.encode_file('text.txt')
     assert len(chars) == 65 and len(data) == 1_115_394 and data.dtype == torch.uint8
 
 
@@ -87,7 +88,7 @@ def test_a_console_that_cannot_show_a_character_shows_a_question_mark(data_path,
 
 def test_ex3_prepare_without_apt_get_says_what_to_do_instead(monkeypatch, tmp_path):
     monkeypatch.setattr(ex3.shutil, 'which', lambda name: None)  # macOS, Windows: no apt-get, no dpkg-deb
-    with pytest.raises(extras.UserError) as e:
+    with pytest.raises(extras.errors.UserError) as e:
         ex3.build_corpus(tmp_path / 'corpus.txt', 'some text')
     assert str(e.value) == ("--prepare takes the corpus from Debian's packages and needs apt-get and dpkg-deb (Debian "
                             "or Ubuntu); on this system use any large UTF-8 text of your own: --corpus=your.txt")

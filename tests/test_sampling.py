@@ -21,13 +21,14 @@ def lecture(model, idx, n, seed):
 
 def streamed(model, idx, n, seed, temperature=1.0, top_k=None):
     torch.manual_seed(seed)
-    return torch.stack(list(extras.sample_stream(model, idx, n, temperature, top_k)), dim=1)
+    return torch.stack(list(extras.sampling.sample_stream(model, idx, n, temperature, top_k)), dim=1)
 
 
 def models():
     """gpt.py's model, without blocks and with three, and ex4's rotary + QK-norm variant, whose heads differ."""
     torch.manual_seed(0)
-    cfg = extras.parse_config(['--device=cpu', '--n_embd=32', '--n_head=4', '--n_layer=2', '--block_size=16'])
+    cfg = extras.config.parse_config(['--device=cpu', '--n_embd=32', '--n_head=4', '--n_layer=2', '--block_size=16'],
+                                     vars(gpt))
     yield 'rope+qknorm', ex4_literature.build('rope+qknorm', 65, cfg)
     for n_layer in (0, 3):
         yield f'{n_layer} blocks', gpt.GPTLanguageModel(65, 32, 4, n_layer, 16, dropout=0.3)
@@ -45,7 +46,7 @@ def test_the_streaming_sampler_draws_generates_tokens(name, model):
             model.train()
             assert torch.equal(streamed(model, idx, 40, seed), want), (name, seed, prompt_len)
             assert model.training  # left as it was
-    assert list(extras.sample_stream(model, idx, 0)) == []
+    assert list(extras.sampling.sample_stream(model, idx, 0)) == []
 
 
 def test_top_k_1_is_the_argmax_whatever_the_temperature():
@@ -72,7 +73,7 @@ def test_greedy_text_from_the_command_line_is_the_lectures_argmax_loop(trained):
                         cwd=trained)
     assert result.returncode == 0, result.stderr
     text = result.stdout.split('):\n', 1)[1][:-1]  # the prompt, 1000 characters, then the newline print adds
-    model, ckpt = extras.load_checkpoint(str(trained / 'ckpt.pt'), 'cpu')
+    model, ckpt = extras.checkpoints.load_checkpoint(str(trained / 'ckpt.pt'), 'cpu', gpt.GPTLanguageModel)
     encode, decode = gpt.tokenizer(ckpt['chars'])
     idx = torch.tensor([encode('ROMEO:')])
     with torch.no_grad():
@@ -92,7 +93,7 @@ def test_num_samples_prints_independent_samples_one_after_another(trained):
     assert all(s.startswith('KING:') and len(s) == len('KING:') + 30 for s in samples), samples
     assert len(set(samples)) == 3  # independent draws
     torch.manual_seed(gpt.seed)  # as gpt.py does before it builds the model (its init draws from the generator)
-    model, ckpt = extras.load_checkpoint(str(trained / 'ckpt.pt'), 'cpu')
+    model, ckpt = extras.checkpoints.load_checkpoint(str(trained / 'ckpt.pt'), 'cpu', gpt.GPTLanguageModel)
     encode, decode = gpt.tokenizer(ckpt['chars'])
     want = model.generate(torch.tensor([encode('KING:')] * 3), 30)[:, 5:]  # the same batch through the lecture's loop
     assert samples == ['KING:' + decode(row) for row in want.tolist()]
@@ -117,7 +118,7 @@ def test_temperature_and_top_k_from_the_command_line_reach_generate(trained, mon
     plain, cool, narrow = (call(gpt.main, *args, *more).stdout.split('):\n', 1)[1]
                            for more in ([], ['--temperature=0.5'], ['--top_k=2', '--seed=5']))
     assert len({plain, cool, narrow}) == 3
-    model, ckpt = extras.load_checkpoint(str(trained / 'ckpt.pt'), 'cpu')
+    model, ckpt = extras.checkpoints.load_checkpoint(str(trained / 'ckpt.pt'), 'cpu', gpt.GPTLanguageModel)
     encode, _ = gpt.tokenizer(ckpt['chars'])
     idx = torch.tensor([encode(narrow[:-1])])  # the prompt and 300 characters (print adds the newline)
     assert idx.shape[1] == len('KING:') + 300

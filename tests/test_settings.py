@@ -17,7 +17,7 @@ import gpt
 from conftest import CPU, DATA, ROOT, TINY, assert_user_error, call, run_script
 
 pytestmark = pytest.mark.usefixtures('data_path')  # DATA below: tiny Shakespeare, found or downloaded
-_, DEFAULTS, _ = extras.parse_settings(gpt.__file__, vars(gpt), [])
+_, DEFAULTS, _ = extras.config.parse_settings(gpt.__file__, vars(gpt), [])
 NAMES = sorted(DEFAULTS)
 
 # values a learner might type, and values nobody should: zero, negative, huge, NaN, infinite, wrong types
@@ -28,11 +28,11 @@ VALUES = st.one_of(ODD, st.integers(-10**20, 10**20).map(str),
 
 
 def parse(args):
-    """extras.parse_config(args) in-process: (the settings or None, the exit code, what it printed to stderr)."""
+    """extras.config.parse_config(args) in-process: (the settings or None, the exit code, what it printed to stderr)."""
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         try:
-            return extras.parse_config(args), 0, err.getvalue()
+            return extras.config.parse_config(args, vars(gpt)), 0, err.getvalue()
         except SystemExit as e:
             return None, e.code, err.getvalue()
 
@@ -161,25 +161,26 @@ def test_a_crashed_run_resumed_ends_with_the_same_losses_as_one_never_stopped(tm
 
 
 def test_resume_errors(tmp_path):
-    cfg = extras.parse_config(['--device=cpu', '--n_embd=32', '--n_head=2', f'--ckpt_path={tmp_path / "ckpt.pt"}'])
+    cfg = extras.config.parse_config(['--device=cpu', '--n_embd=32', '--n_head=2',
+                                      f'--ckpt_path={tmp_path / "ckpt.pt"}'], vars(gpt))
     model = gpt.GPTLanguageModel(65, 32, 2, cfg.n_layer, cfg.block_size)
     optimizer = torch.optim.AdamW(model.parameters())
     chars = [chr(32 + i) for i in range(65)]
-    with pytest.raises(extras.UserError, match='nothing to resume'):
-        extras.load_resume(cfg, model, optimizer, chars)
-    extras.save_checkpoint(tmp_path / 'ckpt.resume.pt', model, chars, cfg, 10, 3.0, optimizer=optimizer.state_dict(),
+    with pytest.raises(extras.errors.UserError, match='nothing to resume'):
+        extras.checkpoints.load_resume(cfg, model, optimizer, chars)
+    extras.checkpoints.save(tmp_path / 'ckpt.resume.pt', model, chars, cfg, 10, 3.0, optimizer=optimizer.state_dict(),
                         rng=torch.get_rng_state(), cuda_rng=None)
-    assert extras.load_resume(cfg, model, optimizer, chars) == (10, 3.0, [])
-    other = extras.parse_config(['--device=cpu', '--n_embd=64', '--n_head=2', '--learning_rate=1e-3',
-                              f'--ckpt_path={tmp_path / "ckpt.pt"}'])
-    with pytest.raises(extras.UserError, match='other settings') as e:
-        extras.load_resume(other, model, optimizer, chars)
+    assert extras.checkpoints.load_resume(cfg, model, optimizer, chars) == (10, 3.0, [])
+    other = extras.config.parse_config(['--device=cpu', '--n_embd=64', '--n_head=2', '--learning_rate=1e-3',
+                              f'--ckpt_path={tmp_path / "ckpt.pt"}'], vars(gpt))
+    with pytest.raises(extras.errors.UserError, match='other settings') as e:
+        extras.checkpoints.load_resume(other, model, optimizer, chars)
     assert str(e.value) == (f"the run at {tmp_path / 'ckpt.resume.pt'} had other settings or text: resume with the "
                             f"same ones (--learning_rate={CPU['learning_rate']} --n_embd=32)")  # the stopped run's
-    with pytest.raises(extras.UserError, match='other characters'):
-        extras.load_resume(cfg, model, optimizer, chars[:-1] + ['~'])
+    with pytest.raises(extras.errors.UserError, match='other characters'):
+        extras.checkpoints.load_resume(cfg, model, optimizer, chars[:-1] + ['~'])
     (tmp_path / 'ckpt.resume.pt').write_bytes(b'garbage')
-    with pytest.raises(extras.UserError, match='ckpt.resume.pt is not a state .* start a new run'):
-        extras.load_resume(cfg, model, optimizer, chars)
+    with pytest.raises(extras.errors.UserError, match='ckpt.resume.pt is not a state .* start a new run'):
+        extras.checkpoints.load_resume(cfg, model, optimizer, chars)
     (tmp_path / 'fresh').mkdir()
     assert_user_error(run_script('gpt.py', *RESUMABLE, '--resume', cwd=tmp_path / 'fresh'), 1, 'nothing to resume')
