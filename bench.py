@@ -6,14 +6,13 @@ For each it prints a table: step time, tokens/s, model FLOPs utilisation against
 peak memory, the share of a run that evaluation at eval_iters 200 takes, and sampling speed (the lecture's
 generate, streamed, once the context is full). For the first set, each lever is timed against the settings as
 they are, the variants taking turns round after round so that a machine's drift hits all alike: torch.compile on
-and off (and its compile time), fused and explicit attention, autocast on and off, the lecture's heads one by one
-against EX1's batched heads. Any of gpt.py's settings may be given too (--n_layer=2, --batch_size=8, ...); they apply
-to every set. Paste the tables into an issue to compare machines."""
+and off (and its compile time), fused and explicit attention, autocast on and off (EX1's batched heads against the
+lecture's one by one: `python exercises/ex1_batched_heads.py`). Any of gpt.py's settings may be given too
+(--n_layer=2, --batch_size=8, ...); they apply to every set. Paste the tables into an issue to compare machines."""
 import argparse
 import contextlib
 import datetime
 import math
-import pathlib
 import platform
 import subprocess
 import sys
@@ -23,9 +22,6 @@ import torch
 
 import extras
 import gpt
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / 'exercises'))
-from ex1_batched_heads import BatchedSelfAttention  # noqa: E402  (EX1's answer, a lever here)
 
 # settings (each can be changed on the command line: --name=value; gpt.py's settings too)
 sets = 'auto'          # gpt.py's settings to measure: 'lecture', 'cpu' or both ('cpu,lecture'); auto: both, own first
@@ -74,17 +70,13 @@ def flops_per_token(model, block_size):
 
 
 class Variant:
-    """gpt.py's model, AdamW and training step with the levers set one way: compile, flash, dtype, heads."""
-    def __init__(self, cfg, vocab, batch, compile, flash, dtype, batched=False):
+    """gpt.py's model, AdamW and training step with the levers set one way: compile, flash, dtype."""
+    def __init__(self, cfg, vocab, batch, compile, flash, dtype):
         self.cfg, self.batch, self.dtype = cfg, batch, dtype
-        self.what = dict(compile=compile, flash=flash, dtype=dtype, batched=batched)
+        self.what = dict(compile=compile, flash=flash, dtype=dtype)
         torch.manual_seed(cfg.seed)
         self.model = gpt.GPTLanguageModel(vocab, cfg.n_embd, cfg.n_head, cfg.n_layer, cfg.block_size, cfg.dropout,
                                           flash).to(cfg.device)
-        if batched:  # EX1's answer: the heads' weights as one matrix, all heads in one attention call
-            for block in self.model.blocks:
-                block.sa = BatchedSelfAttention(cfg.n_embd, cfg.n_head, cfg.block_size, cfg.dropout,
-                                                flash).to(cfg.device).load_from(block.sa)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.learning_rate,
                                            fused=cfg.device in ('cuda', 'cpu'))  # as gpt.py's
         fp16 = extras.precision.amp_dtype(cfg.device, dtype) == 'float16'
@@ -195,8 +187,7 @@ def report(cfg, name, c, with_levers):
             'compile': Variant(cfg, len(chars), batch, not cfg.compile, cfg.flash, dtype),
             'attention': Variant(cfg, len(chars), batch, cfg.compile, not cfg.flash, dtype),
             'autocast': Variant(cfg, len(chars), batch, cfg.compile, cfg.flash,
-                                'float32' if dtype != 'float32' else other16),
-            'heads': Variant(cfg, len(chars), batch, cfg.compile, cfg.flash, dtype, batched=True)})
+                                'float32' if dtype != 'float32' else other16)})
     times = take_turns(variants, c)
     if base.failed:
         times['as set'] = None
@@ -237,8 +228,7 @@ def report(cfg, name, c, with_levers):
         return 'on' if b else 'off'
     rows = [('compile', onoff(cfg.compile), onoff(not cfg.compile)),
             ('attention', 'fused' if cfg.flash else 'explicit', 'explicit' if cfg.flash else 'fused'),
-            ('autocast', dtype, variants['autocast'].dtype),
-            ('heads', "one by one (the lecture's)", 'batched (EX1)')]
+            ('autocast', dtype, variants['autocast'].dtype)]
     for lever, was, now in rows:
         v = variants[lever]
         if v.failed or step is None:

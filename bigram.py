@@ -60,7 +60,7 @@ class BigramLanguageModel(nn.Module):
 def main(argv=None):
     """Train the bigram model, print the losses as it goes, then a 500-character sample; returns the last
     losses."""
-    c = extras.config.script_config(__file__, globals(), argv, __doc__)  # the settings above, --name=value
+    _, c = extras.config.script_config(__file__, globals(), argv, __doc__)  # the settings above
     text = extras.corpus.read_text(c.input_file, c.block_size)  # the lecture: open('input.txt').read()
     torch.manual_seed(c.seed)
 

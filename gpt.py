@@ -235,7 +235,7 @@ class GPTLanguageModel(nn.Module):
 # ----------------------------------------------------------------------------- training
 def train(cfg, model=None, optimizer=None):
     """Train a GPT on cfg.input_file (model, optimizer: an exercise's); returns the best val."""
-    chars, splits = load_data(cfg.input_file, cfg.block_size, checkpoints.checkpoint_chars(cfg))
+    chars, splits = load_data(cfg.input_file, cfg.block_size, checkpoints.chars_needed(cfg))
     if model is None:
         model = GPTLanguageModel(len(chars), cfg.n_embd, cfg.n_head, cfg.n_layer, cfg.block_size,
                                  cfg.dropout, cfg.flash)
@@ -259,10 +259,10 @@ def train(cfg, model=None, optimizer=None):
                 with precision.autocast(cfg.device, cfg.dtype):
                     losses = estimate_loss(fast, splits, cfg.eval_iters, cfg.batch_size,
                                            cfg.block_size, cfg.device)
-                clock.report(iter, losses)  # print them (one line and a stop if they diverged)
                 if losses['val'] < best:  # the best model so far: save it (rank 0 under torchrun)
                     best = losses['val']
                     checkpoints.save(cfg.ckpt_path, model, chars, cfg, iter, best, history)
+                clock.report(iter, losses)  # print them (one line and a stop if they diverged)
                 checkpoints.save_resume(cfg, model, optimizer, scaler, chars, iter, best, history)
             if iter == cfg.max_iters:
                 break  # the last evaluation comes after the last step

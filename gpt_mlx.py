@@ -20,7 +20,6 @@ What differs from gpt.py: float32 only (no --dtype), no --resume, --init_from or
 nn.Sequential names its modules `layers.0`, `layers.1`, ..., which the checkpoint leaves out."""
 import math
 import sys
-import time
 
 import numpy as np
 import torch  # only to read and write gpt.py's checkpoints
@@ -253,7 +252,7 @@ def state_dict(model):
 
 def load_checkpoint(path):
     """The model saved at path, by gpt.py or by this script, and the checkpoint; or one line."""
-    ckpt = extras.checkpoints.read_checkpoint(path, script='gpt_mlx.py')
+    ckpt = extras.checkpoints.read(path, script='gpt_mlx.py')
     c = ckpt['config']
     model = GPTLanguageModel(len(ckpt['chars']), c['n_embd'], c['n_head'], c['n_layer'],
                              c['block_size'], 0.0)
@@ -289,41 +288,28 @@ def train(cfg):
     if cfg.compile:  # one graph; it reads and writes the weights, AdamW's moments, dropout's rng
         state = [model.state, optimizer.state, mx.random.state]
         step = mx.compile(step, inputs=state, outputs=state)
-    best, history, tokens, began = math.inf, [], 0, time.time()
-    tick = stepped = began
-    for iter in range(cfg.max_iters + 1):
-        # every once in a while evaluate the loss on train and val sets
-        if iter % cfg.eval_interval == 0 or iter == cfg.max_iters:
-            losses = estimate_loss(model, splits, cfg.eval_iters, cfg.batch_size, cfg.block_size)
-            t = time.time() - began
-            check_finite(losses, iter)
-            history.append((iter, round(t, 3), losses['train'], losses['val']))
-            if losses['val'] < best:  # keep the best model, in gpt.py's checkpoint format
-                best = losses['val']
-                extras.checkpoints.save(cfg.ckpt_path, state_dict(model), chars, cfg, iter, best)
-            speed = f", {tokens / (stepped - tick):,.0f} tokens/s" if tokens else ""
-            print(f"step {iter}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}, "
-                  f"{t:.1f}s{speed}", flush=True)
-            tokens, tick = 0, time.time()
-        if iter == cfg.max_iters:
-            break  # the last evaluation comes after the last step
-        # sample a batch of data
-        xb, yb = get_batch(splits['train'], cfg.batch_size, cfg.block_size)
-        optimizer.learning_rate = extras.schedule.get_lr(iter, cfg)  # gpt.py's warmup and decay
-        loss = step(xb, yb)  # forward, backward, update: only recorded, MLX is lazy
-        mx.eval(loss, model.state, optimizer.state)  # now computed
-        tokens, stepped = tokens + cfg.batch_size * cfg.block_size, time.time()
-    ckpt = extras.checkpoints.read_checkpoint(cfg.ckpt_path)  # the best model keeps the whole run's history
-    extras.files.save_atomic(cfg.ckpt_path, lambda f: torch.save({**ckpt, 'history': history}, f))
-    print(f"trained in {time.time() - began:.1f}s; peak memory {mx.get_peak_memory() / 2**20:,.0f} "
-          f"MiB (MLX's arrays); best val loss {best:.4f}, saved to {cfg.ckpt_path}")
+    best = math.inf
+    with extras.progress.Clock(cfg) as clock:  # gpt.py's printed lines; Ctrl-C: where the best is
+        for iter in range(cfg.max_iters + 1):
+            # every once in a while evaluate the loss on train and val sets
+            if iter % cfg.eval_interval == 0 or iter == cfg.max_iters:
+                losses = estimate_loss(model, splits, cfg.eval_iters, cfg.batch_size, cfg.block_size)
+                clock.report(iter, losses)  # print them (one line and a stop if they diverged)
+                if losses['val'] < best:  # keep the best model, in gpt.py's checkpoint format
+                    best = losses['val']
+                    extras.checkpoints.save(cfg.ckpt_path, state_dict(model), chars, cfg, iter, best)
+            if iter == cfg.max_iters:
+                break  # the last evaluation comes after the last step
+            # sample a batch of data
+            xb, yb = get_batch(splits['train'], cfg.batch_size, cfg.block_size)
+            optimizer.learning_rate = extras.schedule.get_lr(iter, cfg)  # gpt.py's warmup and decay
+            loss = step(xb, yb)  # forward, backward, update: only recorded, MLX is lazy
+            mx.eval(loss, model.state, optimizer.state)  # now computed
+            clock.stepped(iter)  # a progress line every 10 seconds
+    ckpt = extras.checkpoints.read(cfg.ckpt_path)  # the best model keeps the history
+    extras.files.save_atomic(cfg.ckpt_path, lambda f: torch.save({**ckpt, 'history': clock.history}, f))
+    clock.summary(best, f"{mx.get_peak_memory() / 2**20:,.0f} MiB (MLX's arrays)")
     return best
-
-def check_finite(losses, iter):
-    """Stop with one line if training diverged."""
-    if not all(map(math.isfinite, losses.values())):
-        raise extras.errors.UserError(f"the loss became {losses['train']} by step {iter}: training "
-                               "diverged; try a smaller --learning_rate")
 
 # ----------------------------------------------------------------------------- sampling
 def sample_stream(model, idx, max_new_tokens, temperature=1.0, top_k=None):

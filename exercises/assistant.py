@@ -36,7 +36,7 @@ from torch.nn import functional as F
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import extras  # noqa: E402
 import gpt  # noqa: E402
-from extras.config import exercise_settings  # noqa: E402
+from extras.config import script_config  # noqa: E402
 
 # settings (each can be changed on the command line: --name=value)
 base = 'ckpt.pt'         # the pretrained document completer: gpt.py's checkpoint
@@ -454,7 +454,7 @@ def draw(history, path):
 # ----------------------------------------------------------------------------- the pipeline
 def load_base(c, chars):
     """The base model from gpt.py's checkpoint, checked: tiny Shakespeare's characters, a context the task fits."""
-    model, ckpt = extras.checkpoints.load_checkpoint(c.base, c.device, gpt.GPTLanguageModel)
+    model, ckpt = extras.checkpoints.load(c.base, c.device, gpt.GPTLanguageModel)
     if ckpt['chars'] != chars:
         raise extras.errors.UserError(f"{c.base} was trained on other characters than {c.input_file} has: "
                                "train the base on tiny Shakespeare")
@@ -466,7 +466,7 @@ def load_base(c, chars):
 
 def main(argv=None):
     """SFT, the reward model and RL on top of the base model; the table before and after each."""
-    p, c = exercise_settings(__file__, globals(), argv, __doc__,
+    p, c = script_config(__file__, globals(), argv, __doc__,
                              at_least_1=('batch_size', 'rm_prompts', 'eval_prompts', 'eval_interval'))
     for name in ('sft_lr', 'rm_lr', 'rl_lr'):
         if not 0 < getattr(c, name) < float('inf'):

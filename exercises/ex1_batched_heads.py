@@ -29,7 +29,7 @@ from torch.nn import functional as F
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import extras  # noqa: E402
 import gpt  # noqa: E402
-from extras.config import exercise_settings  # noqa: E402
+from extras.config import script_config  # noqa: E402
 
 # settings (each can be changed on the command line: --name=value)
 shapes = 'cpu,lecture'  # which shapes to time: cpu (B16 T64 C128, 4 heads), lecture (B64 T256 C384, 6 heads)
@@ -114,7 +114,7 @@ def time_versions(versions, x, rounds, repeats, device):
 
 def main(argv=None):
     """Time the two versions at each chosen shape and attention kind and print the table."""
-    p, c = exercise_settings(__file__, globals(), argv, __doc__)
+    p, c = script_config(__file__, globals(), argv, __doc__)
     chosen, kinds = c.shapes.split(','), c.attention.split(',')
     if any(s not in SHAPES for s in chosen):
         p.error(f"--shapes must be a comma-separated choice of {', '.join(SHAPES)}, not {c.shapes!r}")

@@ -19,10 +19,8 @@ the targets ... Does your Transformer learn to add?" The setup, as it suggests:
 
 `python exercises/ex2_addition.py` trains and scores; `--eval` scores the saved checkpoint again on
 problems drawn with another `--seed`. Results: docs/results.md."""
-import math
 import pathlib
 import sys
-import time
 
 import torch
 import torch.nn as nn
@@ -30,7 +28,8 @@ import torch.nn as nn
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import extras  # noqa: E402
 import gpt  # noqa: E402
-from extras.config import exercise_settings  # noqa: E402
+from extras.config import script_config  # noqa: E402
+from extras.arithmetic import draw, fit  # noqa: E402
 from extras.checkpoints import load_model  # noqa: E402
 
 # settings (each can be changed on the command line: --name=value)
@@ -59,27 +58,6 @@ CHARS = '0123456789+='
 # above 3 digits, these take the place of the values above unless given on the command line (docs/results.md);
 # flash: why, in the docstring's --flash above
 LONG = dict(coupling=True, n_embd=128, learning_rate=2e-3, batch_size=64, short=0.75, flash=True)
-
-
-def held_out(a, b):
-    """The fixed rule that sets 5% of all problems aside, never trained on: a hash of the pair, so the
-    held-out part has every size and carry pattern; a+b and b+a are on the same side."""
-    lo, hi = torch.minimum(a, b), torch.maximum(a, b)
-    h = (lo * 1_000_003 + hi) % 2**31 * 2_654_435_761 % 2**32  # Knuth's multiplicative hash
-    return h // 2**16 % 20 == 0
-
-
-def draw(n, digits, generator, testing=False, numbers=None, rule=held_out):
-    """n random problems (a, b) from the training part, or from the held-out part if testing; numbers(shape,
-    generator) draws the operands (by default uniformly below 10**digits; the calculator draws its own, and
-    its own rule(a, b) says which are held out)."""
-    a, b = torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long)
-    while len(a) < n:  # draw, keep those on the wanted side, until there are enough
-        shape = (2, 40 * n if testing else 2 * n)
-        x, y = numbers(shape, generator) if numbers else torch.randint(10**digits, shape, generator=generator)
-        keep = rule(x, y) == testing
-        a, b = torch.cat([a, x[keep]]), torch.cat([b, y[keep]])
-    return a[:n], b[:n]
 
 
 def encode(a, b, digits):
@@ -193,58 +171,15 @@ def train(cfg):
     return model, seconds
 
 
-def cosine(it, cfg):
-    """The exercise's schedule (gpt.py's before it took warmup-stable-decay; the results were measured with it):
-    linear warmup for warmup_iters steps, then with lr_decay a cosine decay to a tenth by max_iters."""
-    if it < cfg.warmup_iters:
-        return cfg.learning_rate * (it + 1) / cfg.warmup_iters
-    progress = (it - cfg.warmup_iters) / max(1, cfg.max_iters - cfg.warmup_iters) if cfg.lr_decay else 0
-    return cfg.learning_rate * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
-
-
-def fit(model, cfg, batch, look, schedule=cosine):
-    """cfg.max_iters AdamW steps on batch(), a list of (inputs, targets) parts whose losses are averaged over all
-    their targets, the learning rate schedule(it, cfg), printing look() (held-out exact match) every eval_interval
-    steps: (training seconds, last loss). The calculator trains with it too, its long rows a part of their own, on
-    gpt.py's schedule."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, fused=cfg.device in ('cuda', 'cpu'))
-    start, looking, loss = time.time(), 0.0, None
-    for it in range(cfg.max_iters + 1):
-        if it % cfg.eval_interval == 0 or it == cfg.max_iters:  # a quick look at held-out problems
-            t = time.time()
-            seen = look()
-            looking += time.time() - t
-            shown = '(no step yet)' if loss is None else f'{loss.item():.4f}'
-            print(f"step {it}: loss {shown}, held-out exact match {seen}, "
-                  f"{time.time() - start:.1f}s", flush=True)
-        if it == cfg.max_iters:
-            break
-        for group in optimizer.param_groups:
-            group['lr'] = schedule(it, cfg)
-        with extras.precision.autocast(cfg.device, cfg.dtype):
-            losses = [(model(x, y)[1], (y != -1).sum()) for x, y in batch()]
-        loss = sum(part * n for part, n in losses) / sum(n for _, n in losses)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    seconds = time.time() - start
-    print(f"trained in {seconds:.1f}s: {seconds - looking:.1f}s of steps, {looking:.1f}s of held-out looks")
-    return seconds, loss.item()
-
-
 def main(argv=None):
     """Train and score on held-out problems, or with --eval score the saved model."""
-    p, cfg = exercise_settings(__file__, globals(), argv, __doc__, at_least_1=(
+    p, cfg = script_config(__file__, globals(), argv, __doc__, at_least_1=(
         'digits', 'n_layer', 'n_head', 'n_embd', 'batch_size', 'max_iters', 'eval_interval', 'eval_problems'),
         follow=lambda c: LONG if c.digits > 3 and not c.eval else {})
     if cfg.digits > 12:
         p.error(f"--digits must be 12 or fewer, not {cfg.digits}: the held-out rule's hash must fit in 64-bit integers")
-    if not 0 < cfg.learning_rate < float('inf') or cfg.warmup_iters < 0:
-        p.error("--learning_rate must be above 0 and finite, and --warmup_iters 0 or more")
     if not 0 <= cfg.short <= 1:
         p.error(f"--short must be a share from 0 to 1, like 0.5, not {cfg.short}")
-    if cfg.n_embd % cfg.n_head:
-        p.error(f"n_embd ({cfg.n_embd}) must be divisible by n_head ({cfg.n_head}): each head gets n_embd // n_head")
     if cfg.eval:
         model, saved = load(cfg.ckpt_path, cfg.device)
         return report(model, saved.digits, cfg.eval_problems, cfg.seed, cfg.device)

@@ -30,8 +30,8 @@ import torch
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import extras  # noqa: E402
 import gpt  # noqa: E402
-import ex2_addition as addition  # noqa: E402
-from extras.config import exercise_settings  # noqa: E402
+from extras.config import script_config  # noqa: E402
+from extras import arithmetic  # noqa: E402
 from extras.checkpoints import load_model  # noqa: E402
 
 # settings (each can be changed on the command line: --name=value)
@@ -75,13 +75,13 @@ def numbers(shape, generator, digits, long=False):
 def held_out(a, b, digits):
     """The addition exercise's rule, except that above 1 digit the one-digit pairs (the tables) always train: each
     would be 2.2% of the held-out problems at 3 digits, and one never trained (0/0) can decide a goal."""
-    return addition.held_out(a, b) & ((a > 9) | (b > 9) | (digits == 1))
+    return arithmetic.held_out(a, b) & ((a > 9) | (b > 9) | (digits == 1))
 
 
 def draw(n, digits, generator, testing=False, long=False):
     """n problems (a, b) from the training part, or from the held-out part if testing; long: every a has digits
     digits."""
-    return addition.draw(n, digits, generator, testing, numbers=lambda shape, g: numbers(shape, g, digits, long),
+    return arithmetic.draw(n, digits, generator, testing, numbers=lambda shape, g: numbers(shape, g, digits, long),
                          rule=lambda x, y: held_out(x, y, digits))
 
 
@@ -314,20 +314,16 @@ def load(path, device):
 
 def main(argv=None):
     """Train and score every operation on held-out problems; --eval scores the saved model; --ask asks it one."""
-    p, cfg = exercise_settings(__file__, globals(), argv, __doc__, at_least_1=(
+    p, cfg = script_config(__file__, globals(), argv, __doc__, at_least_1=(
         'digits', 'n_layer', 'n_head', 'n_embd', 'batch_size', 'max_iters', 'eval_interval', 'eval_problems'))
     if cfg.digits > 6:
         p.error(f"--digits must be 6 or fewer, not {cfg.digits}: products must fit the held-out rule's integers")
     if not cfg.ops or set(cfg.ops) - set('+-*/') or len(set(cfg.ops)) < len(cfg.ops):
         p.error(f"--ops must name each of + - * / at most once, like --ops=+-*/ or --ops=+-, not {cfg.ops!r}")
-    if not 0 < cfg.learning_rate < float('inf') or cfg.warmup_iters < 0:
-        p.error("--learning_rate must be above 0 and finite, and --warmup_iters 0 or more")
     if not 0 <= cfg.long_dividends <= 1:
         p.error(f"--long_dividends must be a share from 0 to 1, like 0.6, not {cfg.long_dividends}")
     if not 0 <= cfg.wrong_guesses < 1:
         p.error(f"--wrong_guesses must be a share from 0 up to (not including) 1, like 0.4, not {cfg.wrong_guesses}")
-    if cfg.n_embd % cfg.n_head:
-        p.error(f"n_embd ({cfg.n_embd}) must be divisible by n_head ({cfg.n_head}): each head gets n_embd // n_head")
     if cfg.eval or cfg.ask:
         model, saved = load(cfg.ckpt_path, cfg.device)
         saved.device, saved.eval_problems = cfg.device, cfg.eval_problems
@@ -342,7 +338,7 @@ def main(argv=None):
     def look():  # a quick look: exact match on 250 held-out problems per operation
         right = {op: score(model, op, *draw(250, cfg.digits, g_val, True), cfg.digits, cfg.device)[0] for op in cfg.ops}
         return ' '.join(f"{op} {r.float().mean():.1%}" for op, r in right.items())
-    addition.fit(model, cfg, lambda: parts(*get_batch(cfg.batch_size, cfg, g, cfg.device), cfg), look,
+    arithmetic.fit(model, cfg, lambda: parts(*get_batch(cfg.batch_size, cfg, g, cfg.device), cfg), look,
                  extras.schedule.get_lr)
     extras.checkpoints.save(cfg.ckpt_path, model, CHARS, cfg, cfg.max_iters, 0.0)
     print(f"saved to {cfg.ckpt_path}")

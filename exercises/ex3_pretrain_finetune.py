@@ -39,7 +39,7 @@ import torch
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import extras  # noqa: E402
 import gpt  # noqa: E402
-from extras.config import exercise_settings  # noqa: E402
+from extras.config import script_config  # noqa: E402
 
 # settings (each can be changed on the command line: --name=value)
 corpus = 'corpus.txt'     # the large pretraining text (any UTF-8 text: mapped onto tiny Shakespeare's characters)
@@ -191,7 +191,7 @@ def train(c, seed, text_file, ckpt, iters, lr, init_from=''):
 
 def main(argv=None):
     """Pretrain, fine-tune and train from scratch for each seed; print the tables."""
-    p, c = exercise_settings(__file__, globals(), argv, __doc__,
+    p, c = script_config(__file__, globals(), argv, __doc__,
                                  at_least_1=('pretrain_iters', 'finetune_iters', 'eval_iters'))
     if not 0 < c.finetune_lr < float('inf'):
         p.error(f"--finetune_lr must be a number above 0, like 1e-3, not {c.finetune_lr}")
@@ -210,7 +210,7 @@ def main(argv=None):
             pre = f'{tmp}/pre{seed}.pt'
             print(f"--- seed {seed}: pretraining on {c.corpus}", flush=True)
             _, pre_s = train(c, seed, c.corpus, pre, c.pretrain_iters, 3e-3)
-            model, _ = extras.checkpoints.load_checkpoint(pre, c.device, gpt.GPTLanguageModel)
+            model, _ = extras.checkpoints.load(pre, c.device, gpt.GPTLanguageModel)
             on_corpus = gpt.estimate_loss(model, corpus_splits, c.eval_iters * 4, 16, 64, c.device)
             zero_shot = gpt.estimate_loss(model, ts_splits, c.eval_iters * 4, 16, 64, c.device)['val']
             print(f"--- seed {seed}: fine-tuning on tiny Shakespeare", flush=True)

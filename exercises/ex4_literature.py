@@ -38,7 +38,7 @@ from torch.nn import functional as F
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import extras  # noqa: E402
 import gpt  # noqa: E402
-from extras.config import exercise_settings  # noqa: E402
+from extras.config import script_config  # noqa: E402
 
 # settings (each can be changed on the command line: --name=value)
 variants = 'baseline,rope,tie,swiglu,relu2,gelu,qknorm'  # comma-separated; join changes with +, like rope+tie
@@ -239,7 +239,7 @@ def train(variant, seed, iters, c):
 
 def main(argv=None):
     """Time each variant's step, train each for the baseline's wall time with every seed, print the table."""
-    p, c = exercise_settings(__file__, globals(), argv, __doc__, at_least_1=('budget_iters', 'eval_interval'))
+    p, c = script_config(__file__, globals(), argv, __doc__, at_least_1=('budget_iters', 'eval_interval'))
     names = c.variants.split(',')
     for v in names:
         check_variant(v)

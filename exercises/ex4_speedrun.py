@@ -34,7 +34,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import extras  # noqa: E402
 import gpt  # noqa: E402
 import ex4_literature as literature  # noqa: E402
-from extras.config import exercise_settings  # noqa: E402
+from extras.config import script_config  # noqa: E402
 
 # settings (each can be changed on the command line: --name=value)
 record = 'clock,muon,batch32,wsd,relu2,zeroinit,softcap,vembed,ns3,bsched,ctxsched'  # each added to the rows above
@@ -184,7 +184,7 @@ def newton_schulz_cost(chars, c, steps=5):
 
 def main(argv=None):
     """The baselines first (they set each seed's budget), then the record table's rows, each on every seed."""
-    p, c = exercise_settings(__file__, globals(), argv, __doc__, at_least_1=('evals', 'baseline_iters'))
+    p, c = script_config(__file__, globals(), argv, __doc__, at_least_1=('evals', 'baseline_iters'))
     names = c.record.split(',')
     unknown = [n for n in names if n not in CHANGES]
     if unknown or len(set(names)) < len(names):

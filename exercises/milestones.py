@@ -22,7 +22,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import bigram  # noqa: E402
 import extras  # noqa: E402
 import gpt  # noqa: E402
-from extras.config import exercise_settings  # noqa: E402
+from extras.config import script_config  # noqa: E402
 
 # settings (each can be changed on the command line: --name=value)
 steps = 'all'          # rows, comma-separated, or all (bigram,head,multihead,ffwd,blocks,residual,layernorm,scaled)
@@ -117,7 +117,7 @@ def run_step(step, seed, c):
             cfg = extras.config.parse_config([f'--device={c.device}', f'--input_file={c.input_file}', f'--seed={seed}',
                                     f'--ckpt_path={pathlib.Path(tmp) / "ckpt.pt"}'], vars(gpt))
             val = gpt.train(cfg)
-            model, _ = extras.checkpoints.load_checkpoint(cfg.ckpt_path, 'cpu', gpt.GPTLanguageModel)
+            model, _ = extras.checkpoints.load(cfg.ckpt_path, 'cpu', gpt.GPTLanguageModel)
         return val, sum(p.numel() for p in model.parameters()), time.time() - start, f'{cfg.settings} settings'
     chars, splits = gpt.load_data(c.input_file, c.block_size)
     model = build(step, len(chars), c).to(c.device)
@@ -128,14 +128,12 @@ def run_step(step, seed, c):
 
 def main(argv=None):
     """Train the chosen rows with each seed and print the table beside the video's figures."""
-    p, c = exercise_settings(__file__, globals(), argv, __doc__, at_least_1=(
+    p, c = script_config(__file__, globals(), argv, __doc__, at_least_1=(
         'batch_size', 'block_size', 'n_embd', 'n_head', 'n_layer', 'max_iters', 'eval_interval', 'eval_iters'))
     chosen = list(VIDEO) if c.steps == 'all' else c.steps.split(',')
     unknown = [s for s in chosen if s not in VIDEO]
     if unknown:
         p.error(f"--steps: no step called {', '.join(unknown)}; choose from {','.join(VIDEO)} or all")
-    if c.n_embd % c.n_head:
-        p.error(f"n_embd ({c.n_embd}) must be divisible by n_head ({c.n_head}): each head gets n_embd // n_head")
     rows = {}
     for step in chosen:
         for seed in c.seeds:

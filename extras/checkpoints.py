@@ -21,10 +21,10 @@ def save(path, model, chars, cfg, step, val_loss, history=(), **more):
     save_atomic(path, lambda f: torch.save(ckpt, f))
 
 
-def load_checkpoint(path, device, build, flash=False):
+def load(path, device, build, flash=False):
     """The model saved at path, built by build (gpt.py's GPTLanguageModel, or a class with its arguments) and
     loaded, and the checkpoint; or a one-line error."""
-    ckpt = read_checkpoint(path, device)
+    ckpt = read(path, device)
     try:
         c = ckpt['config']
         model = build(len(ckpt['chars']), c['n_embd'], c['n_head'], c['n_layer'], c['block_size'], 0.0, flash)
@@ -34,8 +34,8 @@ def load_checkpoint(path, device, build, flash=False):
     return model.to(device), ckpt
 
 
-def read_checkpoint(path, device='cpu', script='gpt.py'):
-    """The checkpoint at path as saved by save_checkpoint (by gpt.py or gpt_mlx.py), or a one-line error."""
+def read(path, device='cpu', script='gpt.py'):
+    """The checkpoint at path as saved by save (by gpt.py or gpt_mlx.py), or a one-line error."""
     if not os.path.exists(path):
         raise UserError(f"no checkpoint at {path}: train one first with `python {script}`, or set --ckpt_path")
     try:
@@ -113,7 +113,7 @@ def load_resume(cfg, model, optimizer, chars, scaler=None):
     return state['step'], state['val_loss'], state['history']
 
 
-def checkpoint_chars(cfg):
+def chars_needed(cfg):
     """The vocabulary that --init_from's checkpoint, or --resume's state, needs the text to have (None: any)."""
     path = cfg.init_from or (resume_path(cfg.ckpt_path) if cfg.resume else '')
     if not path or not os.path.isfile(path):

@@ -96,17 +96,6 @@ def parse_config(argv, values, devices=None):
     return cfg
 
 
-def script_config(path, values, argv=None, description=None):
-    """The settings of another script (bigram.py, the exercises): its top lines and --name=value, its device
-    chosen, and the settings it shares with gpt.py checked by gpt.py's rules; one line if one is wrong."""
-    p, defaults, given = parse_settings(path, values, argv, description)
-    cfg = argparse.Namespace(**{**defaults, **given})
-    if 'device' in defaults:
-        cfg.device = choose_device(cfg.device, p)
-    check_settings(cfg, p.error)
-    return cfg
-
-
 def describe_settings(cfg, device=None):
     """A run's first lines: the device (device: that line instead, gpt_mlx.py's), then, unless it only samples,
     which values of the `A if gpu else B` lines run, and why."""
@@ -161,10 +150,11 @@ def check_settings(cfg, error):
         error("more.txt cannot be written in this folder (training ends by writing it): run from a writable folder")
 
 
-def exercise_settings(path, values, argv, description, at_least_1=(), follow=None):
-    """An exercise's settings (parse_settings of its own top lines), its device chosen, --seeds (where it has them) as a
-    list of integers, and the settings named in at_least_1 checked: (parser, settings). follow(settings): the values
-    that follow from other settings ({name: value}), taken by each one not given on the command line, and printed."""
+def script_config(path, values, argv=None, description=None, at_least_1=(), follow=None):
+    """The settings of a script other than gpt.py (bigram.py, an exercise): its own top lines and --name=value
+    (parse_settings), its device chosen, --seeds (where it has them) as a list of integers, the settings named in
+    at_least_1 and those it shares with gpt.py checked: (parser, settings). follow(settings): the values that
+    follow from other settings ({name: value}), taken by each one not given on the command line, and printed."""
     p, defaults, given = parse_settings(path, values, argv, description)
     c = argparse.Namespace(**{**defaults, **given})
     if follow:

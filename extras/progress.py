@@ -72,18 +72,20 @@ class Clock:
             return False
         if self.history and not self.rank:  # Ctrl-C after an evaluation: its best model is saved
             best = min(h[3] for h in self.history)
+            resume = ", or continue from the last evaluation with the same command and --resume" \
+                if hasattr(self.cfg, 'resume') else ""
             self.say(f"\ninterrupted at step {self.it}: {self.cfg.ckpt_path} holds the best model so far (val loss "
-                     f"{best:.4f}); sample from it with `python gpt.py --sample`, or continue from the last "
-                     "evaluation with the same command and --resume")
+                     f"{best:.4f}); sample from it with `python gpt.py --sample`{resume}")
         raise SystemExit(130)
 
-    def summary(self, best):
-        """The run's last line: its time, the share spent evaluating, peak memory, the best val loss."""
+    def summary(self, best, memory=None):
+        """The run's last line: its time, the share spent evaluating, peak memory (as given, else the process's or
+        the GPU's), the best val loss."""
         if self.rank:
             return
         total = time.time() - self.began
         self.say(f"trained in {total:.1f}s ({self.eval_s / total:.0%} of it evaluating); peak memory "
-                 f"{peak_memory(self.cfg.device)}; best val loss {best:.4f}, saved to {self.cfg.ckpt_path}")
+                 f"{memory or peak_memory(self.cfg.device)}; best val loss {best:.4f}, saved to {self.cfg.ckpt_path}")
 
 
 def clock(seconds):

@@ -3,7 +3,7 @@ import sys
 
 import torch
 
-from extras.checkpoints import load_checkpoint
+from extras.checkpoints import load
 from extras.errors import UserError
 from extras.files import save_atomic
 
@@ -50,7 +50,7 @@ def save_more(path, tokens, context, decode, n):
 def sample(cfg, build, tokenizer):
     """After training (or with --sample): load the best checkpoint, print num_samples continuations of the prompt
     as they are sampled, and after training write more_chars more characters to more.txt, as the lecture does."""
-    model, ckpt = load_checkpoint(cfg.ckpt_path, cfg.device, build, cfg.flash)
+    model, ckpt = load(cfg.ckpt_path, cfg.device, build, cfg.flash)
     encode, decode = tokenizer(ckpt['chars'])
     unknown = sorted(set(cfg.prompt) - set(ckpt['chars']))
     if unknown:

@@ -10,9 +10,8 @@ import extras
 from conftest import ROOT, assert_user_error, call
 
 sys.path.insert(0, str(ROOT / 'exercises'))
-import ex2_addition as ex2  # noqa: E402
 import ex2_calculator as calc  # noqa: E402
-from extras.config import exercise_settings  # noqa: E402
+from extras.config import script_config  # noqa: E402
 
 ALL = argparse.Namespace(digits=3, ops='+-*/', wrong_guesses=0.2, long_dividends=0.6)
 
@@ -142,9 +141,10 @@ def test_the_held_out_rule_is_the_addition_exercises_but_the_tables_train_and_it
     every = torch.arange(1000)
     a, b = every.repeat_interleave(1000), every.repeat(1000)
     tables = (a < 10) & (b < 10)
-    assert torch.equal(calc.held_out(a, b, 3), ex2.held_out(a, b) & ~tables)  # the addition exercise's rule...
-    assert ex2.held_out(a, b)[tables].sum() == 5 and not calc.held_out(a, b, 3)[tables].any()  # ...less 5 pairs
-    assert torch.equal(calc.held_out(a[tables], b[tables], 1), ex2.held_out(a[tables], b[tables]))  # 1 digit: kept
+    rule = extras.arithmetic.held_out  # the addition exercise's rule...
+    assert torch.equal(calc.held_out(a, b, 3), rule(a, b) & ~tables)
+    assert rule(a, b)[tables].sum() == 5 and not calc.held_out(a, b, 3)[tables].any()  # ...less 5 pairs
+    assert torch.equal(calc.held_out(a[tables], b[tables], 1), rule(a[tables], b[tables]))  # 1 digit: kept
     g = torch.Generator().manual_seed(1)
     a, b = calc.draw(20000, 3, g)
     assert not calc.held_out(a, b, 3).any()
@@ -238,7 +238,7 @@ def test_calculator_without_a_checkpoint_says_so_in_one_line(tmp_path, monkeypat
 
 def test_flash_is_the_default_saved_and_rebuilt_and_older_checkpoints_load_without_it(tmp_path):
     path = str(tmp_path / 'calculator.pt')
-    _, cfg = exercise_settings(calc.__file__, vars(calc), ['--digits=1', '--n_layer=1', '--n_embd=16', '--n_head=2'],
+    _, cfg = script_config(calc.__file__, vars(calc), ['--digits=1', '--n_layer=1', '--n_embd=16', '--n_head=2'],
                                calc.__doc__)  # no --flash: the fused kernel is the default (docs/results.md)
     model = calc.build(cfg)
     extras.checkpoints.save(path, model, calc.CHARS, cfg, 0, 0.0)

@@ -109,7 +109,7 @@ def test_a_tiny_mlx_run_learns_and_gpt_py_samples_what_it_saved(data_path, tmp_p
                        out, re.M)
     assert [s[0] for s in steps] == ['0', '100', '200', '300'] and all(s[3] for s in steps[1:])
     assert float(steps[0][2]) > 4.0 and float(steps[-1][2]) < 2.5  # from ln(65) = 4.17 to below the bigram
-    assert re.search(r'^trained in [\d.]+s; peak memory [\d,]+ MiB', out, re.M)
+    assert re.search(r'^trained in [\d.]+s \(\d+% of it evaluating\); peak memory [\d,]+ MiB', out, re.M)
     assert sorted(os.listdir(tmp_path)) == ['ckpt.pt', 'more.txt']
     assert len((tmp_path / 'more.txt').read_text(encoding='utf-8')) == 301
     ckpt = torch.load(tmp_path / 'ckpt.pt', weights_only=True)

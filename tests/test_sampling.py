@@ -73,7 +73,7 @@ def test_greedy_text_from_the_command_line_is_the_lectures_argmax_loop(trained):
                         cwd=trained)
     assert result.returncode == 0, result.stderr
     text = result.stdout.split('):\n', 1)[1][:-1]  # the prompt, 1000 characters, then the newline print adds
-    model, ckpt = extras.checkpoints.load_checkpoint(str(trained / 'ckpt.pt'), 'cpu', gpt.GPTLanguageModel)
+    model, ckpt = extras.checkpoints.load(str(trained / 'ckpt.pt'), 'cpu', gpt.GPTLanguageModel)
     encode, decode = gpt.tokenizer(ckpt['chars'])
     idx = torch.tensor([encode('ROMEO:')])
     with torch.no_grad():
@@ -93,7 +93,7 @@ def test_num_samples_prints_independent_samples_one_after_another(trained):
     assert all(s.startswith('KING:') and len(s) == len('KING:') + 30 for s in samples), samples
     assert len(set(samples)) == 3  # independent draws
     torch.manual_seed(gpt.seed)  # as gpt.py does before it builds the model (its init draws from the generator)
-    model, ckpt = extras.checkpoints.load_checkpoint(str(trained / 'ckpt.pt'), 'cpu', gpt.GPTLanguageModel)
+    model, ckpt = extras.checkpoints.load(str(trained / 'ckpt.pt'), 'cpu', gpt.GPTLanguageModel)
     encode, decode = gpt.tokenizer(ckpt['chars'])
     want = model.generate(torch.tensor([encode('KING:')] * 3), 30)[:, 5:]  # the same batch through the lecture's loop
     assert samples == ['KING:' + decode(row) for row in want.tolist()]
@@ -118,7 +118,7 @@ def test_temperature_and_top_k_from_the_command_line_reach_generate(trained, mon
     plain, cool, narrow = (call(gpt.main, *args, *more).stdout.split('):\n', 1)[1]
                            for more in ([], ['--temperature=0.5'], ['--top_k=2', '--seed=5']))
     assert len({plain, cool, narrow}) == 3
-    model, ckpt = extras.checkpoints.load_checkpoint(str(trained / 'ckpt.pt'), 'cpu', gpt.GPTLanguageModel)
+    model, ckpt = extras.checkpoints.load(str(trained / 'ckpt.pt'), 'cpu', gpt.GPTLanguageModel)
     encode, _ = gpt.tokenizer(ckpt['chars'])
     idx = torch.tensor([encode(narrow[:-1])])  # the prompt and 300 characters (print adds the newline)
     assert idx.shape[1] == len('KING:') + 300
