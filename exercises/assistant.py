@@ -210,7 +210,7 @@ def sft(model, train, text, encode, c):
     model.train()
     for it in range(c.sft_iters):
         for param_group in optimizer.param_groups:
-            param_group['lr'] = c.sft_lr * (1 - it / c.sft_iters)
+            param_group['lr'] = c.sft_lr * extras.schedule.factor(it / c.sft_iters, decay='linear')
         xb, yb = demonstrations(train, c.batch_size, encode, model.block_size, g)
         xt, yt = gpt.get_batch(text, c.batch_size, model.block_size, c.device, g)
         with extras.precision.autocast(c.device, c.dtype):
@@ -281,7 +281,7 @@ def train_reward_model(reward_model, samples, pairs, c):
     reward_model.train()
     for it in range(c.rm_iters):
         for param_group in optimizer.param_groups:
-            param_group['lr'] = c.rm_lr * (1 - it / c.rm_iters)
+            param_group['lr'] = c.rm_lr * extras.schedule.factor(it / c.rm_iters, decay='linear')
         batch = pairs[torch.randint(len(pairs), (c.batch_size,), generator=g)]
         rows = torch.cat([batch[:, 0], batch[:, 1]])
         with extras.precision.autocast(c.device, c.dtype):

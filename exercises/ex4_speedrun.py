@@ -20,7 +20,6 @@ changes for half of each seed's budget.
 
 `python exercises/ex4_speedrun.py` runs the table; the results are in docs/results.md."""
 import argparse
-import math
 import pathlib
 import statistics
 import sys
@@ -116,15 +115,6 @@ def build(changes, vocab_size, cfg):
     return model
 
 
-def lr_factor(frac, changes, warmup):
-    """The learning rate's share of its peak at this fraction of the budget."""
-    if frac < warmup:
-        return (frac + 1e-9) / warmup
-    if 'wsd' in changes:
-        return min(1.0, (1 - frac) / 0.4)
-    return 0.1 + 0.45 * (1 + math.cos(math.pi * (frac - warmup) / (1 - warmup)))  # gpt.py's cosine to a tenth
-
-
 def batch_shape(frac, changes, cfg):
     """(sequences, characters each) of the batch at this fraction of the budget."""
     batch = cfg.batch_size * ((1 / 2, 1, 2)[min(2, int(frac * 3))] if 'bsched' in changes else 1)
@@ -154,7 +144,8 @@ def run(changes, seed, seconds, c, chars, splits):
             spread, soon = spread + even, clock + c.early
         start = time.perf_counter()
         for group, peak in zip(optimizer.param_groups, peaks):
-            group['lr'] = peak * lr_factor(clock / seconds, changes, warmup)
+            decay = 'wsd' if 'wsd' in changes else 'cosine'  # cosine: to a tenth, gpt.py's before
+            group['lr'] = peak * extras.schedule.factor(clock / seconds, warmup, decay)
         x, y = gpt.get_batch(splits['train'], *batch_shape(clock / seconds, changes, cfg), c.device)
         with extras.precision.autocast(c.device):
             _, loss = model(x, y)

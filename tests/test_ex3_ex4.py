@@ -208,10 +208,11 @@ def test_every_speedrun_change_together_keeps_the_model_causal_and_trains_on_its
 
 def test_speedrun_schedules_and_table(capsys):
     warm = 50 / 8000
-    assert speedrun.lr_factor(0.0, (), warm) < 0.01 and speedrun.lr_factor(warm, (), warm) == pytest.approx(1.0)
-    assert speedrun.lr_factor(0.999, (), warm) == pytest.approx(0.1, abs=1e-3)  # gpt.py's cosine to a tenth
-    assert speedrun.lr_factor(0.5, ('wsd',), warm) == 1.0
-    assert speedrun.lr_factor(0.8, ('wsd',), warm) == pytest.approx(0.5)
+    factor = extras.schedule.factor  # the speedrun's schedules
+    assert factor(0.0, warm, 'cosine') < 0.01 and factor(warm, warm, 'cosine') == pytest.approx(1.0)
+    assert factor(0.999, warm, 'cosine') == pytest.approx(0.1, abs=1e-3)  # a cosine to a tenth
+    assert factor(0.5, warm, 'wsd') == 1.0
+    assert factor(0.8, warm, 'wsd') == pytest.approx(0.5)
     cfg = argparse.Namespace(batch_size=32, block_size=64)
     shapes = [speedrun.batch_shape(f, ('bsched', 'ctxsched'), cfg) for f in (0.0, 0.34, 0.49, 0.5, 0.7, 1.0)]
     assert shapes == [(16, 32), (32, 32), (32, 32), (32, 64), (64, 64), (64, 64)]
