@@ -7,8 +7,8 @@ modded-nanogpt's and nanochat's logs report as paying off at small scale buy on 
 The rules:
 - the data, the split and the evaluation are `gpt.py`'s (`gpt.get_batch`, `gpt.estimate_loss` on fixed
   batches, the same for every run);
-- the budget, per seed, is the training time of `gpt.train` with the CPU settings at batch 16, run first
-  with that seed in the same program: the first row;
+- the budget, per seed, is the training time of `python gpt.py` with its CPU values, run first with that
+  seed in the same program: the first row;
 - every other row trains for that many seconds on its own clock, which stops while it evaluates (as in
   modded-nanogpt); the learning-rate schedule runs on the clock's fraction of the budget;
 - the rows are cumulative, a record table: each adds one change to the row above, with 3 seeds; a change
@@ -19,10 +19,12 @@ value embeddings, fewer Newton-Schulz steps, batch and context schedules. A last
 changes for half of each seed's budget.
 
 `python exercises/ex4_speedrun.py` runs the table; the results are in docs/results.md."""
-import argparse
+import contextlib
+import io
 import pathlib
 import statistics
 import sys
+import tempfile
 import time
 
 import torch
@@ -32,14 +34,14 @@ from torch.nn import functional as F
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import extras  # noqa: E402
 import gpt  # noqa: E402
-import ex4_literature as literature  # noqa: E402
 from extras.config import script_config  # noqa: E402
+from extras.muon import Muon, orthogonalize  # noqa: E402
 
 # settings (each can be changed on the command line: --name=value)
 record = 'clock,muon,batch32,wsd,relu2,zeroinit,softcap,vembed,ns3,bsched,ctxsched'  # each added to the rows above
 seeds = '1337,42,7'       # comma-separated random seeds: every row once per seed
 budget = 0.0              # seconds of training per run; 0: the seed's `python gpt.py` training time, measured first
-baseline_iters = 8000     # the steps of the `python gpt.py` run that sets the budget (its CPU setting)
+baseline_iters = 3000     # the steps of the `python gpt.py` run that sets the budget (its CPU value)
 evals = 20                # evaluations per run, spread evenly over the budget (off the clock)
 target = 1.89             # report the time to the first val loss at or below this
 early = 1.0               # seconds of clock between extra evaluations until the target is reached (off the clock)
@@ -52,6 +54,7 @@ input_file = 'input.txt'  # tiny Shakespeare (downloaded if this is missing)
 # rates doubled), batch32 (32 sequences a step), vembed (value embeddings: a token table per block added to the
 # attention's values), ns3 (3 Newton-Schulz steps instead of 5), bsched (half the batch for the first third,
 # double for the last), ctxsched (context 32 for the first half), muon2x and adam2x (one learning rate doubled)
+MUON_LR = 0.02  # Muon's peak learning rate (ex4_literature.py's muon_lr)
 CHANGES = ('clock', 'muon', 'relu2', 'zeroinit', 'softcap', 'wsd', 'lr2x', 'batch32', 'vembed', 'ns3', 'bsched',
            'ctxsched', 'muon2x', 'adam2x')
 
@@ -101,9 +104,18 @@ def add_value_embeddings(model, vocab_size, cfg):
     model.register_forward_pre_hook(look_up)
 
 
+class SquaredReLU(nn.Module):
+    """relu(x)**2 (Primer; modded-nanogpt), in place of the feed-forward's ReLU."""
+    def forward(self, x):
+        return F.relu(x).square()
+
+
 def build(changes, vocab_size, cfg):
-    """gpt.py's model (through ex4_literature.build) with the model changes among changes."""
-    model = literature.build('relu2' if 'relu2' in changes else 'baseline', vocab_size, cfg)
+    """gpt.py's model with the model changes among changes."""
+    model = gpt.GPTLanguageModel(vocab_size, cfg.n_embd, cfg.n_head, cfg.n_layer, cfg.block_size, 0.0)
+    if 'relu2' in changes:
+        for block in model.blocks:
+            block.ffwd.net[1] = SquaredReLU()
     if 'vembed' in changes:
         add_value_embeddings(model, vocab_size, cfg)
     if 'zeroinit' in changes:
@@ -113,6 +125,22 @@ def build(changes, vocab_size, cfg):
     if 'softcap' in changes:
         model.lm_head = nn.Sequential(model.lm_head, SoftCap())
     return model
+
+
+def baseline(seed, c):
+    """`python gpt.py --seed=seed` (its CPU values, c.baseline_iters steps), quietly: (best val loss, seconds,
+    seconds to the first evaluation at or below c.target, or None), read from its checkpoint's history."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = extras.config.parse_config([f'--device={c.device}', '--settings=cpu', f'--input_file={c.input_file}',
+                                          f'--seed={seed}', f'--max_iters={c.baseline_iters}',
+                                          f'--ckpt_path={tmp}/ckpt.pt'], vars(gpt))
+        torch.manual_seed(seed)
+        start = time.time()
+        with contextlib.redirect_stdout(io.StringIO()):
+            best = gpt.train(cfg)
+        seconds = time.time() - start
+        history = torch.load(f'{tmp}/ckpt.pt', weights_only=True)['history']
+    return best, seconds, next((s for _, s, _, val in history if val <= c.target), None)
 
 
 def batch_shape(frac, changes, cfg):
@@ -129,7 +157,7 @@ def run(changes, seed, seconds, c, chars, splits):
     model = build(changes, len(chars), cfg).to(c.device)
     lr = cfg.learning_rate * (2 if {'lr2x', 'adam2x'} & set(changes) else 1)
     if 'muon' in changes:
-        optimizer = literature.Muon(model, lr, literature.muon_lr * (2 if {'lr2x', 'muon2x'} & set(changes) else 1),
+        optimizer = Muon(model, lr, MUON_LR * (2 if {'lr2x', 'muon2x'} & set(changes) else 1),
                                     ns_steps=3 if 'ns3' in changes else 5)
     else:
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, fused=c.device in ('cuda', 'cpu'))
@@ -166,10 +194,10 @@ def newton_schulz_cost(chars, c, steps=5):
     shapes = {p.shape for p in model.blocks.parameters() if p.ndim == 2}
     grads = {s: torch.randn(sum(p.shape == s for p in model.blocks.parameters()), *s) for s in shapes}
     for _ in range(3):
-        [literature.orthogonalize(g, steps) for g in grads.values()]
+        [orthogonalize(g, steps) for g in grads.values()]
     start = time.perf_counter()
     for _ in range(50):
-        [literature.orthogonalize(g, steps) for g in grads.values()]
+        [orthogonalize(g, steps) for g in grads.values()]
     return (time.perf_counter() - start) / 50 * 1000
 
 
@@ -187,8 +215,7 @@ def main(argv=None):
     chars, splits = gpt.load_data(c.input_file, 64)
     base = {}
     for seed in c.seeds:  # gpt.py's own run, its evaluations on the clock: the budget
-        best, seconds, reached, _, _ = literature.train('baseline', seed, c.baseline_iters, argparse.Namespace(
-            device=c.device, input_file=c.input_file, eval_interval=250, target=c.target, muon_lr=literature.muon_lr))
+        best, seconds, reached = baseline(seed, c)
         base[seed] = (best, c.budget or seconds, reached)
         print(f"python gpt.py, seed {seed}: best val {best:.4f} in {seconds:.1f}s; val <= {c.target} at "
               f"{'never' if reached is None else f'{reached:.0f}s'}", flush=True)

@@ -12,9 +12,10 @@ One job a module, and nothing here imports gpt: what a module needs of a model i
 - checkpoints: the best model, the state --resume goes on from, fine-tuning's start;
 - sampling: generate a token at a time, printed as it comes, and more.txt;
 - files: files written whole or not at all;
-- arithmetic: what EX2's addition and calculator share (the held-out rule, drawing problems, their loop)."""
+- arithmetic: what EX2's addition and calculator share (the held-out rule, drawing problems, their loop);
+- muon: the Muon optimizer that EX4's two scripts share."""
 from extras import arithmetic, checkpoints, config, corpus, distributed, errors, files, precision, progress, sampling
-from extras import schedule, speed
+from extras import muon, schedule, speed
 
-__all__ = ['arithmetic', 'checkpoints', 'config', 'corpus', 'distributed', 'errors', 'files', 'precision', 'progress',
-           'sampling', 'schedule', 'speed']
+__all__ = ['arithmetic', 'checkpoints', 'config', 'corpus', 'distributed', 'errors', 'files', 'muon', 'precision',
+           'progress', 'sampling', 'schedule', 'speed']

@@ -16,7 +16,7 @@ import threading
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / 'exercises')]  # gpt.py and extras; the exercises, as scripts see them
 import extras  # noqa: E402
 
 SHARED = ROOT.parent / 'shared' / 'data' / 'tinyshakespeare.txt'  # this project's CI has it; a fresh clone does not

@@ -1,17 +1,15 @@
 """exercises/assistant.py at tiny sizes: the judge, the response-only mask, the KL, the reward model, an RL step."""
 import argparse
 import re
-import sys
 
 import pytest
 import torch
 
 import extras
 import gpt
-from conftest import ROOT, assert_user_error, call
+from conftest import assert_user_error, call
 
-sys.path.insert(0, str(ROOT / 'exercises'))
-import assistant  # noqa: E402
+import assistant
 
 
 

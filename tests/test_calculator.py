@@ -1,17 +1,15 @@
 """EX2's calculator at tiny sizes: every operation's rows and work, the masking, the held-out rule, a tiny model."""
 import argparse
 import re
-import sys
 
 import pytest
 import torch
 
 import extras
-from conftest import ROOT, assert_user_error, call
+from conftest import assert_user_error, call
 
-sys.path.insert(0, str(ROOT / 'exercises'))
-import ex2_calculator as calc  # noqa: E402
-from extras.config import script_config  # noqa: E402
+import ex2_calculator as calc
+from extras.config import script_config
 
 ALL = argparse.Namespace(digits=3, ops='+-*/', wrong_guesses=0.2, long_dividends=0.6)
 

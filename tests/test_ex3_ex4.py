@@ -2,7 +2,6 @@
 import argparse
 import functools
 import random
-import sys
 import time
 
 import pytest
@@ -10,12 +9,11 @@ import torch
 
 import extras
 import gpt
-from conftest import CPU, DATA, ROOT, TINY
+from conftest import CPU, DATA, TINY
 
-sys.path.insert(0, str(ROOT / 'exercises'))
-import ex3_pretrain_finetune as ex3  # noqa: E402
-import ex4_literature as ex4  # noqa: E402
-import ex4_speedrun as speedrun  # noqa: E402
+import ex3_pretrain_finetune as ex3
+import ex4_literature as ex4
+import ex4_speedrun as speedrun
 
 pytestmark = pytest.mark.usefixtures('data_path')  # DATA below: tiny Shakespeare, found or downloaded
 VOCAB = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"  # tiny Shakespeare's 65
@@ -149,7 +147,7 @@ def test_ex4_runs_a_tiny_comparison_and_refuses_unknown_changes(capsys, monkeypa
 def test_muon_orthogonalizes_and_trains_through_gpt_train(tmp_path):
     torch.manual_seed(0)
     g = torch.linalg.qr(torch.randn(96, 32))[0] @ torch.diag(torch.logspace(-1, 1, 32))  # singular values 0.1 to 10
-    s = torch.linalg.svdvals(ex4.orthogonalize(g))
+    s = torch.linalg.svdvals(extras.muon.orthogonalize(g))
     assert 0.5 < s.min() and s.max() < 1.5  # all near 1 after 5 Newton-Schulz steps
     cfg = cfg_for(DATA, tmp_path / 'ckpt.pt', '--max_iters=30', '--learning_rate=3e-3', '--warmup_iters=0')
     torch.manual_seed(0)

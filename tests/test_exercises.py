@@ -1,6 +1,5 @@
 """The exercises' claims at tiny sizes: the milestone models, EX1's batched heads, EX2's addition data."""
 import argparse
-import sys
 
 import pytest
 import torch
@@ -8,12 +7,11 @@ from torch.nn import functional as F
 
 import extras
 import gpt
-from conftest import ROOT, assert_user_error, call, run_script
+from conftest import assert_user_error, call, run_script
 
-sys.path.insert(0, str(ROOT / 'exercises'))
-import ex1_batched_heads as ex1  # noqa: E402
-import ex2_addition as ex2  # noqa: E402
-import milestones  # noqa: E402
+import ex1_batched_heads as ex1
+import ex2_addition as ex2
+import milestones
 
 SMALL = argparse.Namespace(n_embd=32, n_head=4, n_layer=3, block_size=8)  # the video's small settings
 

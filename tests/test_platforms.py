@@ -14,8 +14,7 @@ import extras
 import gpt
 from conftest import BODY, ROOT, TINY, assert_user_error, find_tiny_shakespeare, run_script
 
-sys.path.insert(0, str(ROOT / 'exercises'))
-import ex3_pretrain_finetune as ex3  # noqa: E402
+import ex3_pretrain_finetune as ex3
 
 
 def test_the_tests_find_tiny_shakespeare_in_order_and_download_it_once(server, tmp_path, monkeypatch, capsys):

@@ -1,17 +1,15 @@
 """Sampling: the streaming sampler gives exactly the lecture's generate's characters, for any model built
 from gpt.py's classes (an exercise's changed attention too); several samples in one batch."""
 import re
-import sys
 
 import pytest
 import torch
 
 import extras
 import gpt
-from conftest import ROOT, call, interrupt, run_script, start_script
+from conftest import call, interrupt, run_script, start_script
 
-sys.path.insert(0, str(ROOT / 'exercises'))
-import ex4_literature  # noqa: E402
+import ex4_literature
 
 
 def lecture(model, idx, n, seed):
