@@ -2,14 +2,16 @@
 
 The question: does each step of the video (one head, many heads, feed-forward, blocks, residual
 connections, LayerNorm, scaling up) buy what the video says it does, in this code? The setup: each
-model is assembled from `gpt.py`'s own classes (no copies), at the video's small settings at that
-point (batch 32, context 8, 32-wide embeddings, AdamW at lr 1e-3 for 5000 steps, losses estimated
-every 500 steps over 200 batches; the bigram as in `bigram.py`: lr 1e-2, 3000 steps), trained by
-the lecture's loop (`train` below), and with PyTorch's default initialisation, as in the video at
-those points. The last row runs `gpt.py` itself, with the settings it picks for the device.
+model is the one the notebook gpt-dev.ipynb builds at that chapter, from its own cells (tagged
+stage:NAME; no copies), at the video's small settings at that point (batch 32, context 8, 32-wide
+embeddings, AdamW at lr 1e-3 for 5000 steps, losses estimated every 500 steps over 200 batches; the
+bigram as in `bigram.py`: lr 1e-2, 3000 steps), trained by the lecture's loop (`train` below), with
+PyTorch's default initialisation, as in the video. The last row runs `gpt.py` itself, with the
+settings it picks for the device.
 
 `python exercises/milestones.py` runs every row; `--steps=head,multihead` some of them; `--seeds=1337,42`
 several seeds; `--plot=milestones.png` draws the table as a chart too. Results: docs/results.md."""
+import json
 import pathlib
 import sys
 import tempfile
@@ -17,6 +19,7 @@ import time
 
 import torch
 import torch.nn as nn
+from torch.nn import functional as F
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import bigram  # noqa: E402
@@ -40,6 +43,8 @@ device = 'auto'        # 'cuda', 'mps' or 'cpu'; 'auto' takes the first one avai
 input_file = 'input.txt'  # training text (tiny Shakespeare is downloaded if this is missing)
 plot = ''              # also draw the table as a chart into this PNG file (needs matplotlib)
 
+NOTEBOOK = pathlib.Path(__file__).resolve().parent.parent / 'gpt-dev.ipynb'
+
 # what the video shows at each step (its val loss), in the order of the video
 VIDEO = {'bigram': 2.49, 'head': 2.4, 'multihead': 2.28, 'ffwd': 2.24, 'blocks': None, 'residual': 2.08,
          'layernorm': 2.06, 'scaled': 1.48}
@@ -53,43 +58,26 @@ WHAT = {'bigram': 'bigram baseline: the token-embedding table read off as logits
         'scaled': "gpt.py's own settings for the device"}
 
 
-def heads(c):
-    """The video's multi-headed attention before the residual step: heads concatenated, no projection."""
-    mha = gpt.MultiHeadAttention(c.n_embd, c.n_head, c.block_size, 0.0)
-    mha.proj = nn.Identity()  # the projection came with the residual connections
-    return mha
-
-
-def feed_forward(c):
-    """The video's first feed-forward: one Linear and a ReLU, no 4x expansion, no projection."""
-    return nn.Sequential(nn.Linear(c.n_embd, c.n_embd), nn.ReLU())
-
-
-def residual_block(c):
-    """gpt.py's Block without its LayerNorms: the video's step between residuals and LayerNorm."""
-    block = gpt.Block(c.n_embd, c.n_head, c.block_size, 0.0)
-    block.ln1 = block.ln2 = nn.Identity()
-    return block
+def stage_code():
+    """{step: the code of the notebook's cell tagged stage:step}, in the notebook's order: the classes the video
+    writes at each step, as gpt-dev.ipynb shows them."""
+    nb = json.loads(NOTEBOOK.read_text(encoding='utf-8'))
+    return {tag[len('stage:'):]: ''.join(cell['source']) for cell in nb['cells']
+            for tag in cell.get('metadata', {}).get('tags', []) if tag.startswith('stage:')}
 
 
 def build(step, vocab_size, c):
-    """The model of one step of the video: gpt.py's GPTLanguageModel with the body of that step."""
+    """The model of one step of the video: bigram.py's bigram, or the notebook's BigramLanguageModel as it stands
+    at that step (its cells run in order up to that step's, with this script's sizes as their globals)."""
     if step == 'bigram':
         return bigram.BigramLanguageModel(vocab_size)
-    model = gpt.GPTLanguageModel(vocab_size, c.n_embd, c.n_head, c.n_layer, c.block_size, 0.0)  # with LayerNorms
-    if step != 'layernorm':
-        model.ln_f = nn.Identity()
-        model.blocks = {
-            'head': lambda: gpt.Head(c.n_embd, c.n_embd, c.block_size, 0.0),  # one head as wide as the embedding
-            'multihead': lambda: heads(c),
-            'ffwd': lambda: nn.Sequential(heads(c), feed_forward(c)),
-            'blocks': lambda: nn.Sequential(*[nn.Sequential(heads(c), feed_forward(c)) for _ in range(c.n_layer)]),
-            'residual': lambda: nn.Sequential(*[residual_block(c) for _ in range(c.n_layer)]),
-        }[step]()
-    for m in model.modules():  # PyTorch's default initialisation, as in the video up to the last step
-        if hasattr(m, 'reset_parameters'):
-            m.reset_parameters()
-    return model
+    names = dict(torch=torch, nn=nn, F=F, vocab_size=vocab_size, n_embd=c.n_embd, n_head=c.n_head,
+                 n_layer=c.n_layer, block_size=c.block_size)
+    for name, code in stage_code().items():
+        exec(code, names)  # the notebook's own cell: class definitions only
+        if name == step:
+            return names['BigramLanguageModel']()
+    raise extras.errors.UserError(f"gpt-dev.ipynb has no cell tagged stage:{step}")
 
 
 def train(model, splits, max_iters, learning_rate, eval_interval, batch_size, block_size, eval_iters, device):
