@@ -176,8 +176,7 @@ def build_corpus(path, shakespeare):
 
 # ----------------------------------------------------------------------------- the comparison
 def train(c, seed, text_file, ckpt, iters, lr, init_from=''):
-    """One gpt.train run with gpt.py's CPU settings as they were when its results were measured
-    (batch 16): (best val loss, seconds)."""
+    """One gpt.train run with gpt.py's CPU values: (best val loss, seconds)."""
     cfg = extras.config.parse_config([f'--device={c.device}', '--settings=cpu', f'--input_file={text_file}',
                                       f'--seed={seed}', f'--ckpt_path={ckpt}', f'--max_iters={iters}',
                                       f'--learning_rate={lr}',
@@ -202,8 +201,10 @@ def main(argv=None):
     if corpus_chars != shakespeare_chars:  # fine-tuning needs the same vocabulary: any text is mapped onto it
         c.corpus = mapped_corpus(c.corpus, shakespeare_chars)
         corpus_chars, corpus_splits = gpt.load_data(c.corpus, 64)
+    cpu = extras.config.parse_config([f'--device={c.device}', '--settings=cpu'], vars(gpt))  # train()'s sizes
     print(f"corpus {c.corpus}: {sum(map(len, corpus_splits.values())):,} characters; pretraining sees "
-          f"{c.pretrain_iters * 16 * 64:,} of them (batch 16 x context 64 x {c.pretrain_iters} steps)")
+          f"{c.pretrain_iters * cpu.batch_size * cpu.block_size:,} of them (batch {cpu.batch_size} x context "
+          f"{cpu.block_size} x {c.pretrain_iters} steps)")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in c.seeds:

@@ -1,10 +1,10 @@
 """EX4: what changes from the transformer literature buy on gpt.py's model, measured at equal wall time.
 
 The question (the video's EX4): pick a change that people use in transformers and see whether it helps.
-The setup: the baseline is `python gpt.py` on a CPU: the lecture's architecture at the CPU settings
-as they were when their results were measured (n_embd 128, 2 layers, context 64, batch 16,
-AdamW at 3e-3 with warmup and decay, bfloat16 where the CPU has it; n_head is today's, 2, and was 4
-then). Each change is built on gpt.py's own classes and trained by `gpt.train`: the same data, loop,
+The setup: the baseline is `python gpt.py` on a CPU: the lecture's architecture at gpt.py's CPU
+values (the values after `else`: n_embd 128, 2 blocks of 2 heads, context 64, batch 48, AdamW with
+warmup and a linear decay, bfloat16 where the CPU has it).
+Each change is built on gpt.py's own classes and trained by `gpt.train`: the same data, loop,
 schedule and evaluation. The changes, alone or joined with '+':
 - rope: rotary position embeddings in every head instead of the learned position table (Su et al. 2021)
 - tie: the lm_head shares the token embedding's weights (Press and Wolf 2017)
@@ -20,7 +20,7 @@ in turn (5 interleaved rounds, median). Each variant runs once per seed. Reporte
 range over the seeds), seconds, and seconds to the first val loss at or below 1.89 (evaluated every
 eval_interval steps; the time includes the evaluations, as gpt.py prints it).
 
-`python exercises/ex4_literature.py` runs every change alone; `--variants=baseline,rope+tie --budget_iters=8000`
+`python exercises/ex4_literature.py` runs every change alone; `--variants=baseline,rope+tie --budget_iters=3000`
 compares a combination with `python gpt.py`'s CPU run. Results: docs/results.md."""
 import contextlib
 import io
@@ -44,7 +44,7 @@ from extras.muon import Muon  # noqa: E402  (shared with the speedrun)
 # settings (each can be changed on the command line: --name=value)
 variants = 'baseline,rope,tie,swiglu,relu2,gelu,qknorm'  # comma-separated; join changes with +, like rope+tie
 seeds = '1337,42,7'       # comma-separated random seeds: each variant once per seed
-budget_iters = 2000       # the baseline's training steps (gpt.py's CPU run then: 8000); the others get its wall time
+budget_iters = 2000       # the baseline's training steps (python gpt.py: 3000); the others get its wall time
 eval_interval = 100       # estimate the losses every this many steps
 target = 1.89             # report the time to the first val loss at or below this
 muon_lr = 0.02            # Muon's peak learning rate (AdamW's stays at 3e-3; both follow gpt.py's schedule)

@@ -70,7 +70,7 @@ class SoftCap(nn.Module):
 
 
 def settings(changes, c):
-    """gpt.py's CPU settings as they were when this exercise was measured (batch 16), or with batch32's batch."""
+    """gpt.py's CPU values (batch 48), or with batch32's batch."""
     cfg = extras.config.parse_config([f'--device={c.device}', '--settings=cpu', f'--input_file={c.input_file}'],
                                      vars(gpt))
     if 'batch32' in changes:
@@ -162,7 +162,7 @@ def run(changes, seed, seconds, c, chars, splits):
     else:
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, fused=c.device in ('cuda', 'cpu'))
     peaks = [g['lr'] for g in optimizer.param_groups]
-    warmup = cfg.warmup_iters / cfg.max_iters  # gpt.py's 50 of 8000 steps, as a fraction of the budget
+    warmup = cfg.warmup_iters / cfg.max_iters  # gpt.py's 50 of 3000 steps, as a fraction of the budget
     clock, steps, history, spread, soon = 0.0, 0, [], 0, 0.0
     while clock < seconds:
         even = clock >= spread * seconds / c.evals
