@@ -19,14 +19,18 @@ def orthogonalize(G, steps=5):
 class Muon(torch.optim.Optimizer):
     """Muon for the blocks' 2-D weights, AdamW (PyTorch's defaults, as gpt.py's) for every other parameter.
 
-    gpt.train sets each group's 'lr' from its schedule; the Muon group scales it by muon_lr / learning_rate."""
+    gpt.train sets each group's 'lr' from its schedule; the Muon group scales it by muon_lr / learning_rate.
+    weight_decay is AdamW's; matrix_decay shrinks the Muon group's matrices by lr * matrix_decay a step;
+    ns_dtype (torch.bfloat16, as in Muon's reference) runs the Newton-Schulz steps in that precision."""
     def __init__(self, model, lr, muon_lr, momentum=0.95, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01,
-                 ns_steps=5):
+                 ns_steps=5, matrix_decay=0.0, ns_dtype=None):
         matrices = [p for p in model.blocks.parameters() if p.ndim == 2]
         others = [p for p in model.parameters() if all(p is not m for m in matrices)]
-        groups = [dict(params=matrices, muon=True, scale=muon_lr / lr), dict(params=others, muon=False, scale=1.0)]
+        groups = [dict(params=matrices, muon=True, scale=muon_lr / lr, weight_decay=matrix_decay),
+                  dict(params=others, muon=False, scale=1.0)]
         super().__init__(groups, dict(lr=lr, momentum=momentum, betas=betas, eps=eps, weight_decay=weight_decay))
         self.ns_steps = ns_steps  # Newton-Schulz iterations per update
+        self.ns_dtype = ns_dtype  # their precision: None the gradients' own; torch.bfloat16 is faster where native
 
     @torch.no_grad()
     def step(self):
@@ -40,7 +44,9 @@ class Muon(torch.optim.Optimizer):
                     torch._foreach_mul_(bufs, mu)
                     torch._foreach_add_(bufs, [p.grad for p in same])
                     nesterov = torch.stack([p.grad + mu * buf for p, buf in zip(same, bufs)])
-                    update = orthogonalize(nesterov, self.ns_steps)
+                    update = orthogonalize(nesterov.to(self.ns_dtype or nesterov.dtype), self.ns_steps)
+                    update = update.to(nesterov.dtype)
+                    torch._foreach_mul_(same, 1 - lr * group['weight_decay'])  # matrix_decay (0: none)
                     torch._foreach_add_(same, list(update.unbind(0)), alpha=-lr * max(1.0, shape[0] / shape[1]) ** 0.5)
                 continue
             for p in params:

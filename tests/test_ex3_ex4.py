@@ -1,6 +1,7 @@
 """EX3 (pretrain, then fine-tune with --init_from) and EX4 (changes from the literature) at tiny sizes."""
 import argparse
 import functools
+import json
 import random
 import time
 
@@ -9,7 +10,7 @@ import torch
 
 import extras
 import gpt
-from conftest import CPU, DATA, TINY
+from conftest import DATA, TINY, assert_user_error, call, run_script
 
 import ex3_pretrain_finetune as ex3
 import ex4_literature as ex4
@@ -163,64 +164,111 @@ def test_muon_orthogonalizes_and_trains_through_gpt_train(tmp_path):
 
 
 # ----------------------------------------------------------------------------- EX4 as a speedrun
-def test_every_speedrun_change_together_keeps_the_model_causal_and_trains_on_its_clock():
-    every = speedrun.CHANGES
-    c = argparse.Namespace(device='cpu', input_file=str(DATA), evals=3, target=2.7, early=0.1)
-    chars, splits = gpt.load_data(str(DATA), 64)
-    start = time.perf_counter()
-    val, steps, reached, history = speedrun.run(every, 0, 3.0, c, chars, splits)
-    took = time.perf_counter() - start
-    assert history[0][0] == 0 and 3.0 <= history[-1][0] < took  # evaluations off the clock
-    assert history[0][1] > 4.0 and val < 3.0 and reached is not None, history  # 4.17 at the start: it learns
-    # (seeds 0-3: 2.39-2.45 after these 3 s; 2.51-2.53 after 1.5 s, as on a machine half as fast; Intel Xeon,
-    # 2026-12-02)
-    first = next(i for i, (_, v) in enumerate(history) if v <= c.target)
-    times = [t for t, _ in history]
-    assert first >= 2 and reached == times[first]  # found by the early evaluations, every 0.1 s (and a step) till then
-    assert all(b - a < 0.1 + 0.5 for a, b in zip(times[:first], times[1:first + 1])), times
-    assert len(history) - first - 1 <= 3  # then only the 3 spread evenly (1 s apart), and the last
-    cfg = speedrun.settings(every, c)
-    assert (cfg.batch_size, cfg.n_embd, cfg.n_head) == (32, 128, CPU['n_head'])
+SPEEDRUN_TINY = ['--n_layer=1', '--n_embd=32', '--n_head=2', '--block_size=16', '--batch_size=16', '--evals=3',
+                 '--max_new_tokens=20', f'--input_file={DATA}']
+MODEL_LEVERS = ('relu2', 'vembed', 'rope', 'qknorm', 'zeroinit', 'softcap')
+
+
+def test_speedrun_ends_within_its_budget_with_the_lectures_estimate(tmp_path):
+    start = time.time()
+    result = run_script('exercises/ex4_speedrun.py', '--minutes=0.1', *SPEEDRUN_TINY, f'--log={tmp_path}/runs.jsonl',
+                        cwd=tmp_path)
+    took = time.time() - start
+    assert result.returncode == 0 and result.stderr == '', result.stderr
+    assert took < 6 + 3, took  # the whole command: its imports, training, evaluations, the estimate, the sample
+    lines = result.stdout.splitlines()
+    assert "the lecture's estimate (200 batches of 64): train" in result.stdout
+    assert sum(' min  step ' in line for line in lines) >= 3  # the val loss as it goes
+    run = json.loads((tmp_path / 'runs.jsonl').read_text())
+    assert run['name'] == 'muon,relu2,vembed' and 0.05 < run['minutes'] <= 0.1 + 0.05 and run['steps'] > 10
+    assert f"val {run['val']:.4f} after {run['steps']:,} steps" in result.stdout
+    picture = run_script('exercises/ex4_speedrun.py', f'--picture={tmp_path}/runs.jsonl', cwd=tmp_path)
+    assert picture.returncode == 0 and (tmp_path / 'runs.png').stat().st_size > 10000, picture.stderr
+
+
+def test_speedrun_final_figure_is_gpt_estimate_loss_on_200_fixed_batches(capsys):
+    results = speedrun.main(['--minutes=0.05', *SPEEDRUN_TINY, '--recipe=muon', '--seeds=3'])
+    r = results['recipe'][0]
+    _, splits = gpt.load_data(str(DATA), 16)
+    with extras.precision.autocast('cpu'):
+        again = gpt.estimate_loss(r['model'], splits, 200, 64, 16, 'cpu')
+    assert (again['train'], again['val']) == (r['train'], r['val'])  # the same batches, every time
+    assert r['val'] < 3.5 and r['history'][0][2] > 4.0  # it learns: 4.17 at the start
+
+
+@pytest.mark.parametrize('seed', [0, 1])
+def test_every_speedrun_lever_together_learns_at_tiny_sizes(seed, capsys):
+    every = [n for n in speedrun.LEVERS if n != 'compile']
+    results = speedrun.main(['--minutes=0.1', *SPEEDRUN_TINY, f"--recipe={','.join(every)}", f'--seeds={seed}',
+                             '--levers=fp32'])
+    out = capsys.readouterr().out
+    assert set(results) == {'recipe', '-fp32'} and '| -fp32 |' in out
+    for r in (results['recipe'][0], results['-fp32'][0]):
+        assert r['val'] < 3.2 and r['minutes'] < 0.1 + 0.02, r  # 4.17 at the start
+
+
+def test_speedrun_compiles_on_its_clock(capsys):
+    r = speedrun.main(['--minutes=0.4', *SPEEDRUN_TINY, '--recipe=compile,muon'])['recipe'][0]
+    assert r['val'] < 3.2 and r['minutes'] < 0.4 + 0.02, r  # compiling (seconds) is inside the budget
+
+
+def test_speedrun_model_levers_keep_the_model_causal():
+    c = argparse.Namespace(n_layer=2, n_embd=32, n_head=2, block_size=16, dropout=0.0)
     torch.manual_seed(0)
-    model = speedrun.build(every, 65, cfg)
-    assert all((b.sa.proj.weight == 0).all() and (b.ffwd.net[2].weight == 0).all() for b in model.blocks)
+    model = speedrun.SpeedrunGPT(65, c, MODEL_LEVERS)
+    assert all((b.sa.proj.weight == 0).all() and (b.out.weight == 0).all() for b in model.blocks)  # zeroinit
+    assert not hasattr(model, 'position_embedding_table')  # rope: positions from the rotation only
     for p in model.parameters():  # as after some training: no zero projections left to hide a leak
-        p.data += 0.02 * torch.randn_like(p)
-    x = torch.randint(65, (2, 64))
+        p.data += 0.5 * torch.randn_like(p)
+    x = torch.randint(65, (2, 16))
     y = x.clone()
-    y[:, 40:] = torch.randint(65, (2, 24))
-    assert torch.allclose(model(x)[0][:, :40], model(y)[0][:, :40], atol=1e-5)
-    assert not torch.allclose(model(x)[0][:, 40:], model(y)[0][:, 40:])
+    y[:, 10:] = torch.randint(65, (2, 6))
+    assert torch.allclose(model(x)[0][:, :10], model(y)[0][:, :10], atol=1e-5)
+    assert not torch.allclose(model(x)[0][:, 10:], model(y)[0][:, 10:])
     assert model(x)[0].abs().max() <= 15  # soft-capped logits
-    z = torch.randint(1, 65, (2, 64))
+    z = torch.randint(1, 65, (2, 16))
     z[0, 5] = 0  # character 0 only here
     before = model(z)[0]
     model.value_embeds[1].weight.data[0] += 1.0  # its value row in the last block: seen from position 5 on
     after = model(z)[0]
     assert torch.equal(before[1], after[1]) and torch.equal(before[0, :5], after[0, :5])
     assert not torch.allclose(before[0, 5:], after[0, 5:])
-    opt = ex4.Muon(model, 3e-3, 0.02, ns_steps=3)
-    muon = {id(p) for p in opt.param_groups[0]['params']}
-    assert opt.ns_steps == 3 and not muon & {id(p) for p in model.value_embeds.parameters()}  # tables: AdamW's
+    opt = speedrun.Muon(model, 3e-3, 0.02)
+    assert not {id(p) for p in opt.param_groups[0]['params']} & {id(p) for p in model.value_embeds.parameters()}
 
 
-def test_speedrun_schedules_and_table(capsys):
-    warm = 50 / 8000
-    factor = extras.schedule.factor  # the speedrun's schedules
-    assert factor(0.0, warm, 'cosine') < 0.01 and factor(warm, warm, 'cosine') == pytest.approx(1.0)
-    assert factor(0.999, warm, 'cosine') == pytest.approx(0.1, abs=1e-3)  # a cosine to a tenth
-    assert factor(0.5, warm, 'wsd') == 1.0
-    assert factor(0.8, warm, 'wsd') == pytest.approx(0.5)
-    cfg = argparse.Namespace(batch_size=32, block_size=64)
-    shapes = [speedrun.batch_shape(f, ('bsched', 'ctxsched'), cfg) for f in (0.0, 0.34, 0.49, 0.5, 0.7, 1.0)]
-    assert shapes == [(16, 32), (32, 32), (32, 32), (32, 64), (64, 64), (64, 64)]
-    assert speedrun.batch_shape(0.1, (), cfg) == (32, 64)
-    rows = speedrun.main(['--record=clock,relu2', '--seeds=1', '--budget=1', '--baseline_iters=20', '--evals=2',
-                          f'--input_file={DATA}', '--target=9'])
-    out = capsys.readouterr().out
-    assert [r[0] for r in rows] == ['python gpt.py', 'clock', 'relu2', 'half'] and rows[1][3]  # the harness row is kept
-    assert rows[3][1] == (rows[2][1] if rows[2][3] else ('clock',)) and len(rows[3][2]) == 1  # the kept ones, in half
-    assert '| 0 | python gpt.py |' in out and '| 2 | relu2 |' in out and '| 3 | the kept rows in half of' in out
-    with pytest.raises(SystemExit):
-        speedrun.main(['--record=clock,clock', f'--input_file={DATA}'])
-    assert capsys.readouterr().err.strip().endswith('--help lists every setting')
+def test_rotary_positions_make_scores_depend_on_distance_only():
+    c = argparse.Namespace(n_layer=1, n_embd=32, n_head=2, block_size=8, dropout=0.0)
+    model = speedrun.SpeedrunGPT(65, c, ('rope',))
+    q, k = torch.randn(1, 1, 1, 16).expand(1, 1, 8, 16), torch.randn(1, 1, 1, 16).expand(1, 1, 8, 16)
+    rq, rk = speedrun.rotate(q, model.cos, model.sin), speedrun.rotate(k, model.cos, model.sin)
+    torch.testing.assert_close(rq.norm(dim=-1), q.norm(dim=-1))
+    scores = (rq * rk.roll(1, dims=-2)).sum(-1)  # each position against the one before
+    torch.testing.assert_close(scores[..., 1:], scores[..., 1:2].expand(1, 1, 7))
+
+
+def test_reshuffled_epochs_make_every_character_a_target_once():
+    data = torch.arange(1000)
+    epochs = speedrun.Epochs(data, 16, 'cpu')
+    x, y = epochs.next(1)
+    offset = int(x[0, 0]) % 16
+    n = (1000 - 16 - 1 - offset + 15) // 16  # the windows of this epoch
+    targets = [y]
+    for _ in range(n - 1):
+        targets.append(epochs.next(1)[1])
+    targets = torch.cat(targets).flatten()
+    assert torch.equal(targets.sort().values, torch.arange(offset + 1, offset + 1 + 16 * n))
+    assert torch.equal(torch.cat(targets.split(16)[:1]) - 1, x[0])  # y is x shifted by one
+
+
+def test_speedrun_baseline_is_gpt_py_and_bad_settings_get_one_line(tmp_path):
+    c = argparse.Namespace(device='cpu', input_file=str(DATA))
+    chars, splits = gpt.load_data(str(DATA), 16)
+    b = speedrun.baseline_run(0, c, chars, splits, ['--max_iters=20', '--n_layer=1', '--n_embd=32', '--block_size=16'])
+    assert 2.5 < b['val'] < 4.0 and b['minutes'] > 0
+    for bad, words in ((['--recipe=muon,flash'], ('--recipe', 'flash', 'rope')),
+                       (['--levers=rope,rope'], ('--levers', 'at most once')),
+                       (['--minutes=0'], ('--minutes', 'above 0')),
+                       ([f'--picture={tmp_path}/none.jsonl'], ('--picture', 'log file'))):
+        assert_user_error(call(speedrun.main, *bad, f'--input_file={DATA}'), 2, *words)
+    assert list(tmp_path.iterdir()) == []
