@@ -44,16 +44,16 @@ from extras.muon import Muon  # noqa: E402
 
 # settings (each can be changed on the command line: --name=value)
 minutes = 3.0             # wall time of a run: training, evaluations, the final estimate and the sample
-recipe = 'muon,relu2,vembed'  # the levers this run uses (the list above)
-n_layer = 4               # transformer blocks
-n_embd = 192              # embedding dimension
-n_head = 3                # attention heads per block
-block_size = 64           # context length
-batch_size = 48           # sequences a step
+recipe = 'muon,qknorm,reshuffle'  # the levers this run uses (the list above)
+n_layer = 6               # transformer blocks
+n_embd = 256              # embedding dimension
+n_head = 4                # attention heads per block
+block_size = 128          # context length
+batch_size = 24           # sequences a step
 learning_rate = 2e-3      # AdamW's peak learning rate (embeddings, norms, head; everything without muon)
 muon_lr = 0.02            # Muon's peak learning rate for the blocks' matrices
 weight_decay = 0.01       # decoupled weight decay of every weight (0.01: AdamW's default, as gpt.py)
-dropout = 0.0             # dropout probability while training (attention and residual branches)
+dropout = 0.1             # dropout probability while training (attention and residual branches)
 warmup = 0.02             # share of the training time spent warming the learning rate up
 evals = 10                # progress evaluations (10 fixed batches of 64 a split), spread over the run
 seeds = '1337'            # comma-separated random seeds: one run each
@@ -208,7 +208,7 @@ def train(c, use, seed, chars, splits, t0, deadline):
         gpt.estimate_loss(model, {'val': splits['val']}, 4, 64, c.block_size, c.device)
         t2 = time.time()
         model.generate(torch.zeros((1, 1), dtype=torch.long, device=c.device), 10)
-    reserve = 1.3 * ((t2 - t) / 4 * 2 * FINAL + (time.time() - t2) / 10 * c.max_new_tokens) + 1.0
+    reserve = 1.1 * ((t2 - t) / 4 * 2 * FINAL + (time.time() - t2) / 10 * c.max_new_tokens) + 2.0
     stop = deadline - reserve  # training and progress evaluations end here
     history, step, eval_at = [], 0, 0
     while True:
@@ -259,7 +259,7 @@ def baseline_run(seed, c, chars, splits, more=()):
         model.load_state_dict(torch.load(f'{tmp}/ckpt.pt', weights_only=True)['model'])
     with extras.precision.autocast(c.device):
         final = gpt.estimate_loss(model.to(c.device), splits, FINAL, 64, cfg.block_size, c.device)
-    return dict(minutes=(time.time() - began) / 60, train=final['train'], val=final['val'])
+    return dict(minutes=(time.time() - began) / 60, train=final['train'], val=final['val'], steps=cfg.max_iters)
 
 
 def draw(path):

@@ -180,7 +180,7 @@ def test_speedrun_ends_within_its_budget_with_the_lectures_estimate(tmp_path):
     assert "the lecture's estimate (200 batches of 64): train" in result.stdout
     assert sum(' min  step ' in line for line in lines) >= 3  # the val loss as it goes
     run = json.loads((tmp_path / 'runs.jsonl').read_text())
-    assert run['name'] == 'muon,relu2,vembed' and 0.05 < run['minutes'] <= 0.1 + 0.05 and run['steps'] > 10
+    assert run['name'] == speedrun.recipe and 0.05 < run['minutes'] <= 0.1 + 0.05 and run['steps'] > 10
     assert f"val {run['val']:.4f} after {run['steps']:,} steps" in result.stdout
     picture = run_script('exercises/ex4_speedrun.py', f'--picture={tmp_path}/runs.jsonl', cwd=tmp_path)
     assert picture.returncode == 0 and (tmp_path / 'runs.png').stat().st_size > 10000, picture.stderr
