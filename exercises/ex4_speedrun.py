@@ -201,21 +201,23 @@ def train(c, use, seed, chars, splits, t0, deadline):
             fast(*gpt.get_batch(splits['train'], c.batch_size, c.block_size, c.device))[1].backward()
         optimizer.zero_grad(set_to_none=True)
     epochs = Epochs(splits['train'], c.block_size, c.device) if 'reshuffle' in use else None
-    # what must fit after training, measured now (after a first call): the final estimate and the sample
+    # what must fit after training: the final estimate (timed again at each progress evaluation, as the
+    # machine's speed drifts) and the sample (timed now, at full context)
     with extras.precision.autocast(c.device, dtype):
-        gpt.estimate_loss(model, {'val': splits['val']}, 1, 64, c.block_size, c.device)
+        gpt.estimate_loss(model, {'val': splits['val']}, 1, 64, c.block_size, c.device)  # a first call
         t = time.time()
-        gpt.estimate_loss(model, {'val': splits['val']}, 4, 64, c.block_size, c.device)
-        t2 = time.time()
-        model.generate(torch.zeros((1, 1), dtype=torch.long, device=c.device), 10)
-    reserve = 1.1 * ((t2 - t) / 4 * 2 * FINAL + (time.time() - t2) / 10 * c.max_new_tokens) + 2.0
-    stop = deadline - reserve  # training and progress evaluations end here
-    history, step, eval_at = [], 0, 0
+        model.generate(torch.zeros((1, c.block_size), dtype=torch.long, device=c.device), 5)
+        sample_s = (time.time() - t) / 5 * c.max_new_tokens
+    per_batch = 0.0
+    history, step, eval_at, stop = [], 0, 0, deadline
     while True:
         now = time.time()
         if now >= began + eval_at * (stop - began) / c.evals or now >= stop:  # once in a while: evaluate
+            t = time.time()
             with extras.precision.autocast(c.device, dtype):
                 losses = gpt.estimate_loss(model, splits, 10, 64, c.block_size, c.device)
+            per_batch = (time.time() - t) / 20
+            stop = deadline - 1.2 * (per_batch * 2 * FINAL + sample_s) - 1.0  # training ends here
             history.append((time.time() - t0, step, losses['val']))
             print(f"{history[-1][0] / 60:5.1f} min  step {step:6,d}  train {losses['train']:.4f}  "
                   f"val {losses['val']:.4f}", flush=True)
@@ -238,6 +240,7 @@ def train(c, use, seed, chars, splits, t0, deadline):
         step += 1
     with extras.precision.autocast(c.device, dtype):  # the lecture's estimate
         final = gpt.estimate_loss(model, splits, FINAL, 64, c.block_size, c.device)
+        model.eval()  # no dropout while sampling
         text = model.generate(torch.zeros((1, 1), dtype=torch.long, device=c.device), c.max_new_tokens)
     return dict(model=model, steps=step, history=history, train=final['train'], val=final['val'],
                 tokens_per_s=step * c.batch_size * c.block_size / (stop - began),
@@ -269,13 +272,15 @@ def draw(path):
     import matplotlib.pyplot as plt
     runs = [json.loads(line) for line in pathlib.Path(path).read_text().splitlines() if line.strip()]
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name in dict.fromkeys(r['name'] for r in runs):
+    for name in dict.fromkeys(r['name'] for r in runs):  # each recipe: its runs, and a line through the means
         mine = [r for r in runs if r['name'] == name]
-        ax.scatter([r['minutes'] for r in mine], [r['val'] for r in mine], label=name, alpha=0.8)
-        means = {}
-        for r in mine:
-            means.setdefault(round(r['minutes'], 1), []).append(r['val'])
-        ax.plot(list(means), [statistics.mean(v) for v in means.values()], alpha=0.5)
+        dots = ax.scatter([r['minutes'] for r in mine], [r['val'] for r in mine], label=name, alpha=0.6)
+        budgets = sorted({r['budget'] for r in mine})
+        xs = [statistics.mean(r['minutes'] for r in mine if r['budget'] == b) for b in budgets]
+        ys = [statistics.mean(r['val'] for r in mine if r['budget'] == b) for b in budgets]
+        ax.plot(xs, ys, color=dots.get_facecolor()[0], alpha=0.8)
+        for x, y in zip(xs, ys):
+            ax.annotate(f'{y:.3f}', (x, y), textcoords='offset points', xytext=(6, 4), fontsize=8)
     ax.axhline(1.48, color='grey', linestyle='--', label="the lecture's 1.48 (A100, 10.8M parameters)")
     ax.set(xscale='log', xlabel='minutes on the CPU (whole command)', ylabel="val loss (lecture's estimate)",
            title='tiny Shakespeare on a CPU: val loss against wall time')
