@@ -284,6 +284,8 @@ def draw(path):
     ax.axhline(1.48, color='grey', linestyle='--', label="the lecture's 1.48 (A100, 10.8M parameters)")
     ax.set(xscale='log', xlabel='minutes on the CPU (whole command)', ylabel="val loss (lecture's estimate)",
            title='tiny Shakespeare on a CPU: val loss against wall time')
+    ax.set_xticks([1, 2, 3, 5, 10, 20, 30], ['1', '2', '3', '5', '10', '20', '30'])
+    ax.minorticks_off()
     ax.legend()
     fig.tight_layout()
     fig.savefig(pathlib.Path(path).with_suffix('.png'), dpi=120)

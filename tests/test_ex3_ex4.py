@@ -189,12 +189,12 @@ def test_speedrun_ends_within_its_budget_with_the_lectures_estimate(tmp_path):
 def test_speedrun_final_figure_is_gpt_estimate_loss_on_200_fixed_batches(capsys):
     results = speedrun.main(['--minutes=0.05', *SPEEDRUN_TINY, '--recipe=muon', '--seeds=3'])
     r = results['recipe'][0]
+    assert not r['model'].training  # sampled without dropout
     _, splits = gpt.load_data(str(DATA), 16)
     with extras.precision.autocast('cpu'):
         again = gpt.estimate_loss(r['model'], splits, 200, 64, 16, 'cpu')
     assert (again['train'], again['val']) == (r['train'], r['val'])  # the same batches, every time
     assert r['val'] < 3.5 and r['history'][0][2] > 4.0  # it learns: 4.17 at the start
-    assert not r['model'].training  # sampled without dropout
 
 
 @pytest.mark.parametrize('seed', [0, 1])
