@@ -180,10 +180,21 @@ def test_speedrun_ends_within_its_budget_with_the_lectures_estimate(tmp_path):
     assert "the lecture's estimate (200 batches of 64): train" in result.stdout
     assert sum(' min  step ' in line for line in lines) >= 3  # the val loss as it goes
     run = json.loads((tmp_path / 'runs.jsonl').read_text())
-    assert run['name'] == speedrun.recipe and 0.05 < run['minutes'] <= 0.1 + 0.05 and run['steps'] > 10
+    assert run['name'] == speedrun.recipe and run['dropout'] == speedrun.dropout
+    assert 0.05 < run['minutes'] <= 0.1 + 0.05 and run['steps'] > 10
     assert f"val {run['val']:.4f} after {run['steps']:,} steps" in result.stdout
     picture = run_script('exercises/ex4_speedrun.py', f'--picture={tmp_path}/runs.jsonl', cwd=tmp_path)
     assert picture.returncode == 0 and (tmp_path / 'runs.png').stat().st_size > 10000, picture.stderr
+
+
+def test_speedrun_dropout_follows_from_the_budget(tmp_path, capsys):
+    log = tmp_path / 'runs.jsonl'  # --picture: the settings are read, and nothing trains
+    log.write_text(json.dumps(dict(name='muon', seed=1, budget=1, minutes=1, val=2.0, dropout=0)) + '\n')
+    for argv, says in ((['--minutes=30'], True), (['--minutes=10'], False), (['--minutes=30', '--dropout=0'], False)):
+        assert speedrun.main([*argv, f'--picture={log}']) is None
+        out = capsys.readouterr().out
+        assert ('following from the other settings: dropout=0.1 ' in out) == says, (argv, out)
+        assert out.endswith(f"drew {tmp_path / 'runs.png'}\n")
 
 
 def test_speedrun_final_figure_is_gpt_estimate_loss_on_200_fixed_batches(capsys):
