@@ -219,6 +219,10 @@ def train(c, use, seed, chars, splits, t0, deadline):
                 losses = gpt.estimate_loss(model, splits, 10, 64, c.block_size, c.device)
             per_batch = (time.time() - t) / 20
             stop = deadline - 1.2 * (per_batch * 2 * FINAL + sample_s) - 1.0  # training ends here
+            if step == 0 and stop <= time.time():
+                raise extras.errors.UserError(
+                    f"--minutes={c.minutes:g} leaves no time to train: the final estimate and the sample take about "
+                    f"{deadline - stop:.0f} s at this model's size; give more minutes or a smaller model")
             history.append((time.time() - t0, step, losses['val']))
             print(f"{history[-1][0] / 60:5.1f} min  step {step:6,d}  train {losses['train']:.4f}  "
                   f"val {losses['val']:.4f}", flush=True)

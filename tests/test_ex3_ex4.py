@@ -3,6 +3,7 @@ import argparse
 import functools
 import json
 import random
+import re
 import time
 
 import pytest
@@ -185,6 +186,15 @@ def test_speedrun_ends_within_its_budget_with_the_lectures_estimate(tmp_path):
     assert f"val {run['val']:.4f} after {run['steps']:,} steps" in result.stdout
     picture = run_script('exercises/ex4_speedrun.py', f'--picture={tmp_path}/runs.jsonl', cwd=tmp_path)
     assert picture.returncode == 0 and (tmp_path / 'runs.png').stat().st_size > 10000, picture.stderr
+
+
+def test_speedrun_too_short_for_its_final_estimate_says_so(tmp_path):
+    result = run_script('exercises/ex4_speedrun.py', '--minutes=0.05', '--n_layer=2', '--max_new_tokens=20',
+                        f'--input_file={DATA}', f'--log={tmp_path}/runs.jsonl', cwd=tmp_path)
+    assert result.returncode == 1 and not (tmp_path / 'runs.jsonl').exists()
+    assert re.fullmatch(r"error: --minutes=0\.05 leaves no time to train: the final estimate and the "
+                        r"sample take about \d+ s at this model's size; give more minutes or a smaller model\n",
+                        result.stderr), result.stderr
 
 
 def test_speedrun_dropout_follows_from_the_budget(tmp_path, capsys):
