@@ -209,7 +209,6 @@ def train(c, use, seed, chars, splits, t0, deadline):
         t = time.time()
         model.generate(torch.zeros((1, c.block_size), dtype=torch.long, device=c.device), 5)
         sample_s = (time.time() - t) / 5 * c.max_new_tokens
-    per_batch = 0.0
     history, step, eval_at, stop = [], 0, 0, deadline
     while True:
         now = time.time()
@@ -247,7 +246,7 @@ def train(c, use, seed, chars, splits, t0, deadline):
         final = gpt.estimate_loss(model, splits, FINAL, 64, c.block_size, c.device)
         model.eval()  # no dropout while sampling
         text = model.generate(torch.zeros((1, 1), dtype=torch.long, device=c.device), c.max_new_tokens)
-    return dict(model=model, steps=step, history=history, train=final['train'], val=final['val'],
+    return dict(model=model, steps=step, history=history, train=final['train'], val=final['val'], dropout=c.dropout,
                 tokens_per_s=step * c.batch_size * c.block_size / (stop - began),
                 sample=''.join(chars[i] for i in text[0].tolist()))
 
@@ -277,10 +276,9 @@ def draw(path):
     import matplotlib.pyplot as plt
     runs = [json.loads(line) for line in pathlib.Path(path).read_text().splitlines() if line.strip()]
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in runs:  # the recipe's levers and its dropout name a run
-        r['label'] = r['name'] if 'dropout' not in r else f"{r['name']}, dropout {r['dropout']:g}"
-    for name in dict.fromkeys(r['label'] for r in runs):  # each recipe: its runs, and a line through the means
-        mine = [r for r in runs if r['label'] == name]
+    label = [r['name'] + (f", dropout {r['dropout']:g}" if 'dropout' in r else '') for r in runs]
+    for name in dict.fromkeys(label):  # each recipe and dropout: its runs, and a line through the means
+        mine = [r for r, n in zip(runs, label) if n == name]
         dots = ax.scatter([r['minutes'] for r in mine], [r['val'] for r in mine], label=name, alpha=0.6)
         budgets = sorted({r['budget'] for r in mine})
         xs = [statistics.mean(r['minutes'] for r in mine if r['budget'] == b) for b in budgets]
@@ -358,10 +356,9 @@ def main(argv=None, started=None):
 def record(c, name, seed, r):
     """Append one run to --log as a JSON line (nothing without --log)."""
     if c.log:
-        keep = {k: r[k] for k in ('minutes', 'train', 'val', 'steps', 'history') if k in r}
-        more = {} if name == 'python gpt.py' else dict(dropout=c.dropout)
+        keep = {k: r[k] for k in ('dropout', 'minutes', 'train', 'val', 'steps', 'history') if k in r}
         with open(c.log, 'a', encoding='utf-8') as f:
-            f.write(json.dumps(dict(name=name, seed=seed, budget=c.minutes, **more, **keep)) + '\n')
+            f.write(json.dumps(dict(name=name, seed=seed, budget=c.minutes, **keep)) + '\n')
 
 
 if __name__ == '__main__':
